@@ -1,0 +1,1 @@
+"""Everything that speaks to ComfyUI: child-process supervision, HTTP + websocket client, events."""

@@ -1,0 +1,51 @@
+"""The store protocol every backend implements, and the task id rule they all enforce."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from store.records import TaskRecord
+
+# Task ids end up in file names and Redis keys: letters, digits, '.', '_', '-' only,
+# starting with a letter or digit, so no id can climb out of a directory or hide a NUL.
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class StoreError(Exception):
+    """The store could not be read or written (unreachable backend, full disk, ...)."""
+
+
+class InvalidTaskId(ValueError):
+    """A task id that does not match TASK_ID_PATTERN."""
+
+
+def validate_task_id(task_id: str) -> str:
+    """Return task_id unchanged if it is a valid task id, else raise InvalidTaskId."""
+    if not isinstance(task_id, str) or TASK_ID_PATTERN.fullmatch(task_id) is None:
+        raise InvalidTaskId(
+            "task id must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit"
+        )
+    return task_id
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Keeps task records; shared by every instance that points at the same backend."""
+
+    async def save(self, task: TaskRecord) -> None:
+        """Write the record (whole), replacing any earlier version."""
+        ...
+
+    async def load(self, task_id: str) -> TaskRecord | None:
+        """Read the record, or None when the task is unknown or expired."""
+        ...
+
+    def watch(self, task_id: str) -> AsyncIterator[TaskRecord]:
+        """Yield the record now (if it exists) and on every later change, until it is terminal."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background work."""
+        ...

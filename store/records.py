@@ -1,0 +1,100 @@
+"""The task record: what the store keeps for each task."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskStatus(str, Enum):
+    """Lifecycle of a task: queued -> running -> succeeded | failed | interrupted (| lost)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    # Never written by an owner: a reader reports it when the owner's lease ran out.
+    LOST = "lost"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the task will not change any more."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.LOST})
+
+
+class OutputFile(BaseModel):
+    """A file an output node wrote, as ComfyUI names it (the Go agent's image entry)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class NodeProgress(BaseModel):
+    """Progress of one workflow node, field for field the Go agent's record (plus `cached`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    max: int = 0
+    value: int = 0
+    start: int = 0
+    last_updated: int = 0
+    images: list[OutputFile] | None = None
+    cached: bool = False
+
+    @property
+    def done(self) -> bool:
+        """True when the node finished (value reached a non-zero max)."""
+        return self.max > 0 and self.value >= self.max
+
+
+class TaskError(BaseModel):
+    """Why a task failed or was interrupted."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    message: str
+    node_id: str | None = None
+    node_type: str | None = None
+    details: Any = None
+
+
+class TaskRecord(BaseModel):
+    """Everything known about one task; serialised as JSON by every store."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    prompt_id: str | None = None
+    status: TaskStatus = TaskStatus.QUEUED
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = Field(default_factory=time.time)
+    instance: str | None = None
+    error: TaskError | None = None
+    progress: dict[str, NodeProgress] = Field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise for storage."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> TaskRecord:
+        """Parse a stored record."""
+        return cls.model_validate_json(data)
+
+    def progress_map(self) -> dict[str, dict[str, Any]]:
+        """The Go agent's progress map: node id -> node progress."""
+        return {node_id: node.model_dump(mode="json") for node_id, node in self.progress.items()}
