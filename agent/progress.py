@@ -1,0 +1,271 @@
+"""Pure translation of ComfyUI events into the Go agent's per-node progress map.
+
+No I/O and no clock: the caller passes `now`, so every rule is tested exhaustively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any
+
+from comfyui.events import (
+    ComfyEvent,
+    Executed,
+    Executing,
+    ExecutionCached,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Progress,
+    ProgressState,
+    parse_event,
+)
+from store.records import NodeProgress, OutputFile, TaskError
+
+# Output keys whose entries are files (ComfyUI's SaveImage, PreviewImage, SaveAnimated*,
+# VHS video combine, SaveVideo, SaveAudio ...). The Go agent recorded only SaveImage.
+FILE_OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio")
+
+
+class Outcome(str, Enum):
+    """How a prompt ended, as far as the events tell."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class ProgressTracker:
+    """Folds one prompt's events into per-node progress, outputs and an outcome."""
+
+    def __init__(self, node_ids: Iterable[str], prompt_id: str) -> None:
+        self.prompt_id = prompt_id
+        self.nodes: dict[str, NodeProgress] = {node_id: NodeProgress() for node_id in node_ids}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.outcome: Outcome | None = None
+        self.error: TaskError | None = None
+        self.started = False
+        # True once ComfyUI said the prompt is over (executing null), history is written.
+        self.ended = False
+        self._current: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the outcome is known."""
+        return self.outcome is not None
+
+    def apply(self, event: ComfyEvent, now: float) -> bool:
+        """Apply one event; return True when the progress map or the outcome changed."""
+        if event.event_prompt_id != self.prompt_id:
+            return False
+        ts = int(now)
+        if isinstance(event, ExecutionStart):
+            changed = not self.started
+            self.started = True
+            return changed
+        if isinstance(event, ExecutionCached):
+            self.started = True
+            return self._apply_cached(event.nodes, ts)
+        if isinstance(event, Executing):
+            return self._apply_executing(event.node, ts)
+        if isinstance(event, Progress):
+            return self._apply_progress(event.node, event.value, event.max, ts)
+        if isinstance(event, ProgressState):
+            return self._apply_progress_state(event, ts)
+        if isinstance(event, Executed):
+            return self._apply_executed(event.node, event.output or {}, ts)
+        if isinstance(event, ExecutionSuccess):
+            return self._finish(Outcome.SUCCEEDED, None, ts)
+        if isinstance(event, ExecutionError):
+            error = TaskError(
+                type="execution_error",
+                message=event.exception_message.strip() or "node raised an exception",
+                node_id=event.node_id,
+                node_type=event.node_type,
+                details={
+                    "exception_type": event.exception_type,
+                    "traceback": event.traceback,
+                    "executed": event.executed,
+                },
+            )
+            return self._finish(Outcome.FAILED, error, ts)
+        if isinstance(event, ExecutionInterrupted):
+            error = TaskError(
+                type="interrupted",
+                message="execution was interrupted",
+                node_id=event.node_id,
+                node_type=event.node_type,
+                details={"executed": event.executed},
+            )
+            return self._finish(Outcome.INTERRUPTED, error, ts)
+        return False
+
+    def apply_history(self, entry: Mapping[str, Any], now: float) -> bool:
+        """Bring the state up to date from a `/history/{prompt_id}` entry (websocket gaps)."""
+        ts = int(now)
+        changed = False
+        status = entry.get("status")
+        messages = status.get("messages", []) if isinstance(status, Mapping) else []
+        for item in messages if isinstance(messages, list) else []:
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and item[0] == "execution_cached"
+                and isinstance(item[1], Mapping)
+            ):
+                nodes = item[1].get("nodes")
+                if isinstance(nodes, list):
+                    changed |= self._apply_cached([str(n) for n in nodes], ts)
+        outputs = entry.get("outputs")
+        if isinstance(outputs, Mapping):
+            for node_id, output in outputs.items():
+                if isinstance(output, Mapping) and node_id not in self.outputs:
+                    changed |= self._apply_executed(str(node_id), output, ts)
+        for item in messages if isinstance(messages, list) else []:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], Mapping)):
+                continue
+            event = parse_event({"type": item[0], "data": dict(item[1])})
+            if isinstance(event, ExecutionError | ExecutionInterrupted | ExecutionSuccess):
+                changed |= self.apply(event, now)
+        if (
+            self.outcome is None
+            and isinstance(status, Mapping)
+            and status.get("status_str") == "success"
+            and status.get("completed")
+        ):
+            changed |= self._finish(Outcome.SUCCEEDED, None, ts)
+        if self.outcome is not None:
+            self.ended = True
+        return changed
+
+    # -- rules -------------------------------------------------------------------------
+
+    def _node(self, node_id: str) -> NodeProgress:
+        """The entry for node_id; ids ComfyUI made by expanding a node count for that node."""
+        entry = self.nodes.get(node_id)
+        if entry is None:
+            parent = node_id.split(".", 1)[0]
+            entry = self.nodes.get(parent)
+            if entry is None:
+                # Unknown to the workflow: keep it, like the Go agent did.
+                entry = self.nodes[node_id] = NodeProgress()
+        return entry
+
+    def _apply_cached(self, node_ids: Iterable[str], ts: int) -> bool:
+        changed = False
+        for node_id in node_ids:
+            node = self._node(node_id)
+            if not node.cached or not node.done:
+                node.cached = True
+                node.max = max(node.max, 1)
+                node.value = node.max
+                node.last_updated = ts
+                changed = True
+        return changed
+
+    def _apply_executing(self, node_id: str | None, ts: int) -> bool:
+        changed = self._complete_current(ts)
+        if node_id is None:
+            # ComfyUI sends this after the history entry was written: the prompt is over.
+            self.ended = True
+            self._current = None
+            if self.outcome is None:
+                changed |= self._finish(Outcome.SUCCEEDED, None, ts)
+            return changed
+        self.started = True
+        node = self._node(node_id)
+        node.start = ts
+        node.max = max(node.max, 1)
+        node.last_updated = ts
+        self._current = node_id
+        return True
+
+    def _apply_progress(self, node_id: str | None, value: float, maximum: float, ts: int) -> bool:
+        if node_id is None:
+            node_id = self._current
+            if node_id is None:
+                return False
+        node = self._node(node_id)
+        new_value, new_max = int(value), max(int(maximum), 1)
+        if node.value == new_value and node.max == new_max:
+            return False
+        if node.start == 0:
+            node.start = ts
+        node.value, node.max = new_value, new_max
+        node.last_updated = ts
+        return True
+
+    def _apply_progress_state(self, event: ProgressState, ts: int) -> bool:
+        changed = False
+        for key, state in event.nodes.items():
+            node_id = state.display_node_id or state.node_id or key
+            node = self._node(node_id)
+            if state.state == "finished":
+                if not node.done:
+                    node.max = max(node.max, int(state.max), 1)
+                    node.value = node.max
+                    node.last_updated = ts
+                    changed = True
+            elif state.state == "running" and state.max > 1:
+                changed |= self._apply_progress(node_id, state.value, state.max, ts)
+        return changed
+
+    def _apply_executed(self, node_id: str, output: Mapping[str, Any], ts: int) -> bool:
+        node = self._node(node_id)
+        _mark_done(node, ts)
+        stored = self.outputs.setdefault(node_id, {})
+        for key, value in output.items():
+            if isinstance(value, list):
+                current = stored.setdefault(key, [])
+                if isinstance(current, list):
+                    current.extend(v for v in value if v not in current)
+            else:
+                stored[key] = value
+        files = list(node.images or [])
+        for key in FILE_OUTPUT_KEYS:
+            entries = output.get(key)
+            if not isinstance(entries, list):
+                continue
+            for item in entries:
+                if isinstance(item, Mapping) and isinstance(item.get("filename"), str):
+                    file = OutputFile.model_validate(item)
+                    if file not in files:
+                        files.append(file)
+        if files:
+            node.images = files
+        return True
+
+    def _complete_current(self, ts: int) -> bool:
+        # ComfyUI runs one node at a time, so the previous node is done once the next starts.
+        if self._current is None:
+            return False
+        node = self._node(self._current)
+        self._current = None
+        if node.done:
+            return False
+        _mark_done(node, ts)
+        return True
+
+    def _finish(self, outcome: Outcome, error: TaskError | None, ts: int) -> bool:
+        if self.outcome is not None:
+            return False
+        self.outcome = outcome
+        self.error = error
+        if outcome is Outcome.SUCCEEDED:
+            self._complete_current(ts)
+            for node in self.nodes.values():
+                if (node.start or node.max) and not node.done:
+                    _mark_done(node, ts)
+        else:
+            self._current = None
+            if error is not None and error.node_id is not None:
+                self._node(error.node_id).last_updated = ts
+        return True
+
+
+def _mark_done(node: NodeProgress, ts: int) -> None:
+    node.max = max(node.max, 1)
+    node.value = node.max
+    node.last_updated = ts
