@@ -5,6 +5,7 @@ No I/O and no clock: the caller passes `now`, so every rule is tested exhaustive
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
@@ -60,14 +61,19 @@ class ProgressTracker:
         """Apply one event; return True when the progress map or the outcome changed."""
         if event.event_prompt_id != self.prompt_id:
             return False
+        if False:
+            # The prompt is over: a late or re-delivered event must not reopen it (a second
+            # `executing` would mark the interrupted node done, a `progress` rewind it).
+            return False
         ts = int(now)
         if isinstance(event, ExecutionStart):
             changed = not self.started
             self.started = True
             return changed
         if isinstance(event, ExecutionCached):
+            changed = not self.started
             self.started = True
-            return self._apply_cached(event.nodes, ts)
+            return self._apply_cached(event.nodes, ts) or changed
         if isinstance(event, Executing):
             return self._apply_executing(event.node, ts)
         if isinstance(event, Progress):
@@ -127,7 +133,9 @@ class ProgressTracker:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], Mapping)):
                 continue
             event = parse_event({"type": item[0], "data": dict(item[1])})
-            if isinstance(event, ExecutionError | ExecutionInterrupted | ExecutionSuccess):
+            if isinstance(
+                event, ExecutionStart | ExecutionError | ExecutionInterrupted | ExecutionSuccess
+            ):
                 changed |= self.apply(event, now)
         if (
             self.outcome is None
@@ -136,8 +144,9 @@ class ProgressTracker:
             and status.get("completed")
         ):
             changed |= self._finish(Outcome.SUCCEEDED, None, ts)
-        if self.outcome is not None:
+        if self.outcome is not None and not self.ended:
             self.ended = True
+            changed = True
         return changed
 
     # -- rules -------------------------------------------------------------------------
@@ -166,29 +175,43 @@ class ProgressTracker:
         return changed
 
     def _apply_executing(self, node_id: str | None, ts: int) -> bool:
-        changed = self._complete_current(ts)
+        # The same node announced again (re-delivery) is still running, not done.
+        changed = self._complete_current(ts) if node_id != self._current else False
         if node_id is None:
             # ComfyUI sends this after the history entry was written: the prompt is over.
+            changed |= not self.ended
             self.ended = True
             self._current = None
             if self.outcome is None:
                 changed |= self._finish(Outcome.SUCCEEDED, None, ts)
             return changed
+        changed |= not self.started
         self.started = True
-        node = self._node(node_id)
-        node.start = ts
+        self._current = node_id
+        return self._start(self._node(node_id), ts) or changed
+
+    @staticmethod
+    def _start(node: NodeProgress, ts: int) -> bool:
+        # Keeps the first start: progress_state announces a node just before `executing`
+        # and is the only start signal of a prompt posted without client_id.
+        if node.start and node.max >= 1:
+            return False
+        node.start = node.start or ts
         node.max = max(node.max, 1)
         node.last_updated = ts
-        self._current = node_id
         return True
 
     def _apply_progress(self, node_id: str | None, value: float, maximum: float, ts: int) -> bool:
+        if not (math.isfinite(value) and math.isfinite(maximum)):
+            return False  # int() of inf/nan raises; such a message carries no progress
         if node_id is None:
             node_id = self._current
             if node_id is None:
                 return False
         node = self._node(node_id)
-        new_value, new_max = int(value), max(int(maximum), 1)
+        # Clamped like ComfyUI's ProgressBar does, so the map never shows value > max.
+        new_max = max(int(maximum), 1)
+        new_value = min(max(int(value), 0), new_max)
         if node.value == new_value and node.max == new_max:
             return False
         if node.start == 0:
@@ -201,28 +224,40 @@ class ProgressTracker:
         changed = False
         for key, state in event.nodes.items():
             node_id = state.display_node_id or state.node_id or key
-            node = self._node(node_id)
             if state.state == "finished":
+                node = self._node(node_id)
                 if not node.done:
-                    node.max = max(node.max, int(state.max), 1)
-                    node.value = node.max
-                    node.last_updated = ts
-                    changed = True
-            elif state.state == "running" and state.max > 1:
-                changed |= self._apply_progress(node_id, state.value, state.max, ts)
+                    if math.isfinite(state.max):
+                        node.max = max(node.max, int(state.max))
+                    changed |= _mark_done(node, ts)
+            elif state.state == "running":
+                changed |= self._start(self._node(node_id), ts)
+                if state.max > 1:
+                    changed |= self._apply_progress(node_id, state.value, state.max, ts)
         return changed
 
     def _apply_executed(self, node_id: str, output: Mapping[str, Any], ts: int) -> bool:
+        # Returns True only for a real change, so a re-delivered `executed` reports none.
         node = self._node(node_id)
-        _mark_done(node, ts)
-        stored = self.outputs.setdefault(node_id, {})
+        changed = _mark_done(node, ts)
+        if node_id not in self.outputs:
+            self.outputs[node_id] = {}
+            changed = True
+        stored = self.outputs[node_id]
         for key, value in output.items():
             if isinstance(value, list):
-                current = stored.setdefault(key, [])
+                if key not in stored:
+                    stored[key] = []
+                    changed = True
+                current = stored[key]
                 if isinstance(current, list):
-                    current.extend(v for v in value if v not in current)
-            else:
+                    for item in value:
+                        if item not in current:
+                            current.append(item)
+                            changed = True
+            elif key not in stored or stored[key] != value:
                 stored[key] = value
+                changed = True
         files = list(node.images or [])
         for key in FILE_OUTPUT_KEYS:
             entries = output.get(key)
@@ -233,9 +268,11 @@ class ProgressTracker:
                     file = OutputFile.model_validate(item)
                     if file not in files:
                         files.append(file)
-        if files:
+        if files and files != node.images:
             node.images = files
-        return True
+            node.last_updated = ts
+            changed = True
+        return changed
 
     def _complete_current(self, ts: int) -> bool:
         # ComfyUI runs one node at a time, so the previous node is done once the next starts.
@@ -243,10 +280,7 @@ class ProgressTracker:
             return False
         node = self._node(self._current)
         self._current = None
-        if node.done:
-            return False
-        _mark_done(node, ts)
-        return True
+        return _mark_done(node, ts)
 
     def _finish(self, outcome: Outcome, error: TaskError | None, ts: int) -> bool:
         if self.outcome is not None:
@@ -256,7 +290,7 @@ class ProgressTracker:
         if outcome is Outcome.SUCCEEDED:
             self._complete_current(ts)
             for node in self.nodes.values():
-                if (node.start or node.max) and not node.done:
+                if node.start or node.max:
                     _mark_done(node, ts)
         else:
             self._current = None
@@ -265,7 +299,11 @@ class ProgressTracker:
         return True
 
 
-def _mark_done(node: NodeProgress, ts: int) -> None:
+def _mark_done(node: NodeProgress, ts: int) -> bool:
+    """value = max (at least 1); False when the node was done already (nothing changes)."""
+    if node.done:
+        return False
     node.max = max(node.max, 1)
     node.value = node.max
     node.last_updated = ts
+    return True

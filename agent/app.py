@@ -1,0 +1,138 @@
+"""Wiring: build the aiohttp application and the objects it runs on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from agent.errors import ApiError
+from agent.proxy import proxy
+from agent.routes.health import healthz, readyz
+from agent.routes.run import run_sync
+from agent.routes.run_ws import run_ws
+from agent.routes.status import get_status
+from agent.runner import RunOptions, TaskRunner
+from agent.services import SERVICES, Services
+from agent.settings import AgentSettings
+from comfyui.backend import ComfyUIBackend
+from comfyui.client import ComfyUIClient
+from comfyui.event_stream import EventStream
+from store.factory import open_store
+from store.records import TaskError
+
+log = logging.getLogger("agent.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answers JSON `{"message", "error"}`; never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        name = (exc.reason or "HTTPError").title().replace(" ", "")
+        body = {"message": name, "error": exc.text or exc.reason}
+        return web.json_response(body, status=exc.status, headers=_safe_headers(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        body = {"message": "InternalError", "error": "unexpected agent error; see the agent log"}
+        return web.json_response(body, status=500)
+
+
+def _safe_headers(exc: web.HTTPException) -> dict[str, str]:
+    keep = ("Allow", "Retry-After")
+    return {k: v for k, v in exc.headers.items() if k in keep}
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    """The agent's own routes answer 405 for other methods instead of reaching ComfyUI."""
+    raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.path}")
+
+
+def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Application:
+    """The agent's application; its services start with it and stop with it."""
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body)
+    app.router.add_post("/api/run", run_sync)
+    app.router.add_get("/api/run/ws", run_ws)
+    app.router.add_get("/api/status", get_status)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    for path in ("/api/run", "/api/status"):
+        app.router.add_route("*", path, method_not_allowed)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.cleanup_ctx.append(_services_context(settings, backend))
+    return app
+
+
+def _services_context(
+    settings: AgentSettings, backend: ComfyUIBackend
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(
+            settings.store, ttl=settings.task_ttl or None, instance=settings.instance
+        )
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=100),
+        )
+        base_url = backend.base_url
+        client = ComfyUIClient(base_url, session)
+        events = EventStream(base_url, session)
+        runner = TaskRunner(
+            client=client,
+            events=events,
+            store=store,
+            backend=backend,
+            instance=settings.instance,
+            options=RunOptions(
+                run_timeout=settings.run_timeout,
+                ready_timeout=settings.ready_timeout,
+                flush_interval=settings.store_flush_interval,
+            ),
+            max_queue=settings.max_queue,
+        )
+
+        def on_child_exit(code: int | None) -> None:
+            failed = runner.abort_all(
+                TaskError(
+                    type="comfyui_crashed",
+                    message=f"ComfyUI exited unexpectedly (exit code {code}) during the run",
+                    details={"exit_code": code},
+                )
+            )
+            log.error("ComfyUI exited with code %s; %d running task(s) failed", code, failed)
+
+        remove_listener = backend.add_exit_listener(on_child_exit)
+        app[SERVICES] = Services(
+            settings=settings,
+            store=store,
+            backend=backend,
+            session=session,
+            client=client,
+            events=events,
+            runner=runner,
+        )
+        await backend.start()
+        events.start()
+        try:
+            yield
+        finally:
+            await runner.shutdown(settings.shutdown_grace)
+            remove_listener()
+            await events.stop()
+            await backend.stop(grace=10.0)
+            await session.close()
+            await store.close()
+
+    return context

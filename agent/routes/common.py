@@ -1,0 +1,90 @@
+"""Helpers shared by the routes: body parsing, task headers, task answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from agent.errors import ApiError, bad_request, task_error_status
+from agent.results import fetch_results, progress_with_results
+from agent.services import Services
+from agent.workflow import WorkflowError, extract_workflow
+from comfyui.client import ComfyUIError
+from store.base import InvalidTaskId
+from store.records import TaskRecord, TaskStatus
+
+RESULT_MODES = ("base64", "none")
+
+
+def task_headers(task_id: str, status: TaskStatus | str) -> dict[str, str]:
+    """Headers every task answer carries."""
+    value = status.value if isinstance(status, TaskStatus) else status
+    return {"X-Task-Id": task_id, "X-Task-Status": value}
+
+
+async def read_json_body(request: web.Request, max_body: int) -> Any:
+    """The request's JSON body; 413 past max_body (checked before reading), 400 if not JSON."""
+    if request.content_length is not None and request.content_length > max_body:
+        raise ApiError(413, "RequestTooLarge", f"body is larger than {max_body} bytes")
+    raw = await request.content.read(max_body + 1)
+    if len(raw) > max_body:
+        raise ApiError(413, "RequestTooLarge", f"body is larger than {max_body} bytes")
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Decode JSON or raise a 400."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from exc
+
+
+def workflow_from_body(body: Any) -> dict[str, dict[str, Any]]:
+    """The workflow in a body, or a 400 saying what is wrong with it."""
+    try:
+        return extract_workflow(body)
+    except WorkflowError as exc:
+        raise bad_request(exc.detail) from exc
+
+
+def results_mode(request: web.Request, default: str) -> str:
+    """`?results=` or the configured default; 400 for unknown values."""
+    value = request.query.get("results", default)
+    if value not in RESULT_MODES:
+        raise bad_request(f"results must be one of {', '.join(RESULT_MODES)}, not {value!r}")
+    return value
+
+
+def invalid_task_id(exc: InvalidTaskId) -> ApiError:
+    """400 for a task id that cannot be stored."""
+    return bad_request(str(exc), message="InvalidTaskId")
+
+
+async def finished_body(
+    services: Services, record: TaskRecord, mode: str
+) -> tuple[int, dict[str, Any]]:
+    """Status and body for a finished task: the progress map, or the error with it."""
+    if record.status is TaskStatus.SUCCEEDED:
+        results = None
+        if mode == "base64":
+            try:
+                results = await fetch_results(services.client, record)
+            except ComfyUIError as exc:
+                body: dict[str, Any] = {"message": "ResultFetchError", "error": str(exc)}
+                return 502, {**body, "task_id": record.task_id, "progress": record.progress_map()}
+        return 200, progress_with_results(record, results)
+    status, message = task_error_status(record.error)
+    error: Any = record.error.model_dump(mode="json") if record.error else None
+    if record.error is not None and record.error.type == "prompt_validation":
+        # ComfyUI's own answer (error + node_errors), as the Go agent passed it through.
+        error = record.error.details
+    body = {
+        "message": message,
+        "error": error,
+        "task_id": record.task_id,
+        "progress": record.progress_map(),
+    }
+    return status, body

@@ -1,0 +1,162 @@
+"""GET /api/run/ws: run a workflow (or watch a task with ?id=) and stream its progress.
+
+Messages: `{"type": "progress", "task_id", "data": <progress map>}` on every change, then
+one `{"type": "result", ...}` (with results) or `{"type": "error", ...}`, then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from agent.errors import ApiError
+from agent.routes.common import (
+    finished_body,
+    invalid_task_id,
+    parse_json,
+    results_mode,
+    workflow_from_body,
+)
+from agent.routes.run import start_run
+from agent.routes.status import load_task
+from agent.runner import RunHandle
+from agent.services import Services, services
+from agent.task_ids import task_id_from_headers
+from store.base import InvalidTaskId, validate_task_id
+from store.records import TaskRecord
+
+log = logging.getLogger("agent.ws")
+
+# How long a client may take to send its workflow after connecting.
+FIRST_MESSAGE_TIMEOUT = 60.0
+
+
+async def run_ws(request: web.Request) -> web.StreamResponse:
+    """Websocket run (client sends the workflow once) or watch (`?id=TASK`)."""
+    svc = services(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=svc.settings.max_body)
+    await ws.prepare(request)
+    try:
+        mode = results_mode(request, svc.settings.results)
+        watch_id = request.query.get("id")
+        if watch_id:
+            await _watch(svc, ws, watch_id, mode)
+        else:
+            await _run(svc, ws, request, mode)
+    except ApiError as exc:
+        await _send(ws, {"type": "error", "data": exc.body()})
+    finally:
+        await ws.close()
+    return ws
+
+
+async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, mode: str) -> None:
+    try:
+        task_id = task_id_from_headers(request.headers, request.query)
+    except InvalidTaskId as exc:
+        raise invalid_task_id(exc) from exc
+    workflow = workflow_from_body(await _first_message(ws))
+    handle = start_run(svc, task_id, workflow)
+    previews = request.query.get("previews") in ("1", "true")
+    await _stream(svc, ws, task_id, _live_updates(handle), mode, handle if previews else None)
+
+
+async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
+    try:
+        validate_task_id(task_id)
+    except InvalidTaskId as exc:
+        raise invalid_task_id(exc) from exc
+    handle = svc.runner.get(task_id)
+    if handle is not None:
+        await _stream(svc, ws, task_id, _live_updates(handle), mode, None)
+        return
+    if await load_task(svc, task_id) is None:
+        raise ApiError(404, "TaskNotFound", f"task {task_id} not found")
+    await _stream(svc, ws, task_id, svc.store.watch(task_id), mode, None)
+
+
+async def _live_updates(handle: RunHandle) -> AsyncIterator[TaskRecord]:
+    async for record in handle.updates():
+        yield record
+
+
+async def _stream(
+    svc: Services,
+    ws: web.WebSocketResponse,
+    task_id: str,
+    updates: AsyncIterator[TaskRecord],
+    mode: str,
+    previews_from: RunHandle | None,
+) -> None:
+    """Send progress until the task ends, then the result or error; stop if the client goes."""
+    reader = asyncio.create_task(_drain(ws))
+    forwarder = asyncio.create_task(_forward_previews(ws, previews_from)) if previews_from else None
+    try:
+        last: TaskRecord | None = None
+        sent: dict[str, Any] | None = None
+        async for record in updates:
+            if reader.done():
+                return  # client gone: the run goes on and its state is stored
+            last = record
+            if record.status.is_terminal:
+                break
+            progress = record.progress_map()
+            if progress != sent:  # status-only changes leave the map as it was
+                await _send(ws, {"type": "progress", "task_id": task_id, "data": progress})
+                sent = progress
+        if last is None or reader.done():
+            return
+        status, body = await finished_body(svc, last, mode)
+        if status == 200:
+            await _send(ws, {"type": "result", "task_id": task_id, "data": body})
+        else:
+            await _send(ws, {"type": "error", "task_id": task_id, "status": status, "data": body})
+    finally:
+        for task in (reader, forwarder):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(Exception):
+            await updates.aclose()  # type: ignore[attr-defined]
+
+
+async def _first_message(ws: web.WebSocketResponse) -> Any:
+    try:
+        message = await ws.receive(timeout=FIRST_MESSAGE_TIMEOUT)
+    except TimeoutError as exc:
+        raise ApiError(408, "RequestTimeout", "no workflow received") from exc
+    if message.type == WSMsgType.TEXT:
+        return parse_json(message.data)
+    if message.type == WSMsgType.BINARY:
+        return parse_json(message.data)
+    raise ApiError(400, "RequestParamsError", "expected the workflow as a JSON text message")
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    # Reads (and ignores) client messages so pings are answered and a close is noticed.
+    async for message in ws:
+        if message.type == WSMsgType.TEXT and message.data.strip() == '{"type":"close"}':
+            break
+
+
+async def _forward_previews(ws: web.WebSocketResponse, handle: RunHandle) -> None:
+    queue = handle.add_preview_listener()
+    try:
+        while True:
+            frame = await queue.get()
+            await ws.send_bytes(frame)
+    finally:
+        handle.remove_preview_listener(queue)
+
+
+async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    if ws.closed:
+        return
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_json(message)

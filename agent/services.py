@@ -1,0 +1,36 @@
+"""The objects one agent process is made of, created at start-up and kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from agent.runner import TaskRunner
+from agent.settings import AgentSettings
+from comfyui.backend import ComfyUIBackend
+from comfyui.client import ComfyUIClient
+from comfyui.event_stream import EventStream
+from store.base import Store
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; no module-level state anywhere."""
+
+    settings: AgentSettings
+    store: Store
+    backend: ComfyUIBackend
+    session: aiohttp.ClientSession
+    client: ComfyUIClient
+    events: EventStream
+    runner: TaskRunner
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    """The services of the app that handles request."""
+    return request.app[SERVICES]

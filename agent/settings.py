@@ -1,0 +1,175 @@
+"""Agent settings: command-line flags over environment variables over defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+COMFYUI_RELEASE = "v0.3.64"
+COMFYUI_REPOSITORY = "https://github.com/Comfy-Org/ComfyUI.git"
+
+
+def _default_store() -> str:
+    # Function Compute mounts NAS under /mnt/auto: share task state there when present.
+    if Path("/mnt/auto").is_dir():
+        return "file:///mnt/auto/comfyui/tasks"
+    return "file://./data/tasks"
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class AgentSettings(BaseSettings):
+    """Every knob of the agent; each has an env var (AGENT_<NAME> unless noted)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_", extra="ignore", populate_by_name=True)
+
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(9000, ge=0, le=65535, description="port to listen on (FC's default)")
+    comfyui_port: int = Field(9001, ge=1, le=65535, description="port of the ComfyUI child")
+    comfyui_url: str | None = Field(
+        None, description="attach to this running ComfyUI instead of starting a child"
+    )
+    comfyui_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("COMFYUI_DIR", "AGENT_COMFYUI_DIR"),
+        description="ComfyUI checkout to start (env COMFYUI_DIR)",
+    )
+    comfyui_python: str | None = Field(
+        None, description="interpreter for ComfyUI's main.py (default: this one)"
+    )
+    comfyui_args: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("COMFYUI_ARGS", "AGENT_COMFYUI_ARGS"),
+        description="extra ComfyUI arguments, shell-quoted (env COMFYUI_ARGS)",
+    )
+    command: list[str] = Field(
+        default_factory=list, description="child command after `--`, verbatim"
+    )
+    bootstrap_dir: Path = Field(
+        Path.home() / ".cache" / "comfyui-agent",
+        description="where ComfyUI is fetched when nothing else says where it is",
+    )
+    bootstrap_repository: str = Field(COMFYUI_REPOSITORY, description="ComfyUI git repository")
+    bootstrap_ref: str = Field(COMFYUI_RELEASE, description="ComfyUI release tag to fetch")
+    bootstrap_torch: str = Field(
+        "auto", description="torch install for a fetched ComfyUI: auto|cpu|cuda|skip"
+    )
+    store: str = Field(
+        default_factory=_default_store, description="file:///dir | redis://host:6379/0 | memory://"
+    )
+    task_ttl: float = Field(7 * 24 * 3600, ge=0, description="seconds a finished task is kept")
+    token: str = Field("", repr=False, description="bearer token for /api/* (empty: no auth)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated allowed CORS origins"
+    )
+    proxy: Literal["all", "readonly", "none"] = Field(
+        "all", description="pass-through of other paths to ComfyUI"
+    )
+    max_body: int = Field(64 * 1024 * 1024, ge=1024, description="largest request body, bytes")
+    url_fetch_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts/CIDRs image URLs may reach despite the block"
+    )
+    max_input_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest input image")
+    results: Literal["base64", "none"] = Field(
+        "base64", description="inline output files in sync answers"
+    )
+    max_queue: int = Field(0, ge=0, description="tasks queued+running here (0: unlimited)")
+    run_timeout: float = Field(3600.0, gt=0, description="seconds a run may take in all")
+    ready_timeout: float = Field(
+        120.0, ge=0, description="seconds a request waits for ComfyUI to become ready"
+    )
+    store_flush_interval: float = Field(
+        0.25, ge=0, description="at most this long between progress writes"
+    )
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds running tasks get at SIGTERM")
+    instance: str = Field(default_factory=_default_instance, description="this instance's name")
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+    log_level: str = Field("INFO", description="log level")
+
+    @field_validator("comfyui_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("cors_origins", "url_fetch_allow", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def comfyui_base_url(self) -> str:
+        """Where ComfyUI answers: the attach URL or the child's loopback port."""
+        if self.comfyui_url:
+            return self.comfyui_url.rstrip("/")
+        return f"http://127.0.0.1:{self.comfyui_port}"
+
+
+# Flags whose env var is not AGENT_<NAME>.
+_ENV_NAMES = {"comfyui_dir": "COMFYUI_DIR", "comfyui_args": "COMFYUI_ARGS"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting, defaults shown."""
+    parser = argparse.ArgumentParser(
+        prog="comfyui-agent",
+        description="Run ComfyUI workflows over HTTP/websocket with shared task progress.",
+        epilog="Child command: `comfyui-agent [OPTIONS] -- python /comfyui/main.py --port 9001`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = AgentSettings.model_construct()
+    for name, field in AgentSettings.model_fields.items():
+        if name == "command":
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = _ENV_NAMES.get(name, f"AGENT_{name.upper()}")
+        default = getattr(defaults, name, None) if field.default_factory is None else None
+        if name == "store":
+            default = _default_store()
+        shown = "" if name == "token" else default
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} [env {env}] (default: {shown})",
+            metavar=name.split("_")[-1].upper(),
+        )
+    return parser
+
+
+def parse_settings(argv: Sequence[str]) -> AgentSettings:
+    """Settings from argv (flags, then `-- COMMAND ...`) over the environment."""
+    args = list(argv)
+    command: list[str] = []
+    if "--" in args:
+        index = args.index("--")
+        args, command = args[:index], args[index + 1 :]
+    values: dict[str, Any] = dict(vars(build_parser().parse_args(args)))
+    if command:
+        values["command"] = command
+    return AgentSettings(**values)
+
+
+def settings_error_message(exc: ValidationError) -> str:
+    """A one-line-per-problem explanation of invalid settings."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"--{where.replace('_', '-')}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Pure workflow handling: accept a request body as an API-format prompt, check its shape."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Mapping
+from typing import Any
+
+SEED_INPUTS = ("seed", "noise_seed")
+# ComfyUI's seed widgets take 0 .. 2**64-1; stay within 2**53 so JavaScript clients that
+# read the value back keep it exact.
+MAX_RANDOM_SEED = 2**53 - 1
+
+
+class WorkflowError(ValueError):
+    """The body is not an API-format workflow; `detail` says where and why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def extract_workflow(body: Any) -> dict[str, dict[str, Any]]:
+    """The node map of a request body: the bare map, or `{"prompt": {...}}` (ComfyUI style)."""
+    if not isinstance(body, dict):
+        raise WorkflowError(
+            f"body must be a JSON object (the API-format workflow), not {_kind(body)}"
+        )
+    prompt = body.get("prompt")
+    if isinstance(prompt, dict) and not _looks_like_node(prompt):
+        body = prompt
+    if not body:
+        raise WorkflowError("workflow is empty: it has no nodes")
+    for node_id, node in body.items():
+        if not isinstance(node, dict):
+            raise WorkflowError(f"node {node_id!r} must be an object, not {_kind(node)}")
+        class_type = node.get("class_type")
+        if not isinstance(class_type, str) or not class_type:
+            raise WorkflowError(f"node {node_id!r} has no class_type")
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise WorkflowError(f"node {node_id!r}: inputs must be an object, not {_kind(inputs)}")
+    return {str(node_id): node for node_id, node in body.items()}
+
+
+def randomize_seeds(
+    workflow: Mapping[str, Mapping[str, Any]], rng: random.Random
+) -> dict[str, dict[str, Any]]:
+    """A copy where `seed`/`noise_seed` inputs equal to -1 hold a fresh random seed."""
+    result: dict[str, dict[str, Any]] = copy.deepcopy({k: dict(v) for k, v in workflow.items()})
+    for node in result.values():
+        inputs = node.get("inputs")
+        if not isinstance(inputs, dict):
+            continue
+        for name in SEED_INPUTS:
+            value = inputs.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value == -1:
+                inputs[name] = rng.randint(0, MAX_RANDOM_SEED)
+    return result
+
+
+def _looks_like_node(value: Mapping[str, Any]) -> bool:
+    return isinstance(value.get("class_type"), str)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)

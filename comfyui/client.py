@@ -1,0 +1,167 @@
+"""HTTP client for ComfyUI's own API (/prompt, /upload/image, /view, /history, /interrupt)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict
+
+
+class ComfyUIError(Exception):
+    """ComfyUI could not be reached or answered something unusable."""
+
+
+class ComfyUIUnavailable(ComfyUIError):
+    """Connection refused/reset or a 5xx: ComfyUI is down, restarting or overloaded."""
+
+
+class PromptRejected(ComfyUIError):
+    """ComfyUI refused the prompt (validation): status and its JSON body are kept."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"ComfyUI rejected the prompt with HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class FileNotFound(ComfyUIError):
+    """/view answered 404 for an output file."""
+
+
+class PromptAccepted(BaseModel):
+    """ComfyUI's answer to a successful POST /prompt."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_id: str
+    number: int | None = None
+    node_errors: dict[str, Any] = {}
+
+
+class UploadedFile(BaseModel):
+    """ComfyUI's answer to POST /upload/image."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    subfolder: str = ""
+    type: str = "input"
+
+
+class ComfyUIClient:
+    """Calls ComfyUI's HTTP API over a session the caller owns."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def submit(
+        self,
+        prompt: Mapping[str, Any],
+        *,
+        prompt_id: str,
+        client_id: str,
+        extra_data: Mapping[str, Any] | None = None,
+    ) -> PromptAccepted:
+        """POST /prompt with a prompt id chosen by the caller."""
+        body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        if extra_data:
+            body["extra_data"] = dict(extra_data)
+        status, payload = await self._request_json("POST", "/prompt", json_body=body)
+        if status == 200 and isinstance(payload, dict):
+            return PromptAccepted.model_validate(payload)
+        if 400 <= status < 500:
+            raise PromptRejected(status, payload)
+        raise ComfyUIUnavailable(f"POST /prompt answered HTTP {status}: {str(payload)[:500]}")
+
+    async def upload_image(
+        self,
+        data: bytes,
+        filename: str,
+        *,
+        overwrite: bool = True,
+        subfolder: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> UploadedFile:
+        """POST /upload/image (multipart field `image`), as ComfyUI's frontend does."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=filename, content_type=content_type)
+        form.add_field("overwrite", "true" if overwrite else "false")
+        if subfolder:
+            form.add_field("subfolder", subfolder)
+        status, payload = await self._request_json("POST", "/upload/image", data=form)
+        if status == 200 and isinstance(payload, dict):
+            return UploadedFile.model_validate(payload)
+        if 400 <= status < 500:
+            raise ComfyUIError(f"upload of {filename} refused: HTTP {status} {str(payload)[:300]}")
+        raise ComfyUIUnavailable(f"POST /upload/image answered HTTP {status}")
+
+    async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+        """GET /view: the bytes of an output (or input/temp) file."""
+        params = {"filename": filename, "subfolder": subfolder, "type": file_type}
+        try:
+            async with self._session.get(
+                self._url("/view"), params=params, timeout=self._timeout
+            ) as response:
+                if response.status == 404:
+                    raise FileNotFound(f"{file_type}/{subfolder}/{filename} not found")
+                if response.status != 200:
+                    raise ComfyUIError(f"GET /view answered HTTP {response.status}")
+                return await response.read()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ComfyUIUnavailable(f"GET /view failed: {exc!r}") from exc
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry of a prompt, or None while it has none (queued, running)."""
+        status, payload = await self._request_json("GET", f"/history/{prompt_id}")
+        if status != 200:
+            raise ComfyUIUnavailable(f"GET /history answered HTTP {status}")
+        if isinstance(payload, dict):
+            entry = payload.get(prompt_id)
+            if isinstance(entry, dict):
+                return entry
+        return None
+
+    async def interrupt(self, prompt_id: str | None = None) -> None:
+        """POST /interrupt; with a prompt id only that prompt is interrupted (if it runs)."""
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        await self._request_json("POST", "/interrupt", json_body=body)
+
+    async def delete_queued(self, prompt_ids: list[str]) -> None:
+        """Remove prompts from ComfyUI's pending queue (no effect on a running one)."""
+        await self._request_json("POST", "/queue", json_body={"delete": prompt_ids})
+
+    async def queue(self) -> dict[str, Any]:
+        """GET /queue: running and pending prompts."""
+        status, payload = await self._request_json("GET", "/queue")
+        if status != 200 or not isinstance(payload, dict):
+            raise ComfyUIUnavailable(f"GET /queue answered HTTP {status}")
+        return payload
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def _request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: Any = None,
+    ) -> tuple[int, Any]:
+        try:
+            async with self._session.request(
+                method, self._url(path), json=json_body, data=data, timeout=self._timeout
+            ) as response:
+                text = await response.text(errors="replace")
+                try:
+                    payload: Any = json.loads(text) if text else None
+                except ValueError:
+                    payload = text
+                return response.status, payload
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ComfyUIUnavailable(f"{method} {path} failed: {exc!r}") from exc
