@@ -1,6 +1,9 @@
 """Task store: where task records live so that every instance can answer for every task."""
 
 from store.base import InvalidTaskId, Store, StoreError, validate_task_id
+from store.factory import open_store
+from store.file import FileStore
+from store.memory import MemoryStore
 from store.records import (
     NodeProgress,
     OutputFile,
@@ -10,7 +13,9 @@ from store.records import (
 )
 
 __all__ = [
+    "FileStore",
     "InvalidTaskId",
+    "MemoryStore",
     "NodeProgress",
     "OutputFile",
     "Store",
@@ -18,5 +23,6 @@ __all__ = [
     "TaskError",
     "TaskRecord",
     "TaskStatus",
+    "open_store",
     "validate_task_id",
 ]

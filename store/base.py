@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from store.records import TaskRecord
@@ -42,7 +42,7 @@ class Store(Protocol):
         """Read the record, or None when the task is unknown or expired."""
         ...
 
-    def watch(self, task_id: str) -> AsyncIterator[TaskRecord]:
+    def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if it exists) and on every later change, until it is terminal."""
         ...
 

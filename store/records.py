@@ -26,7 +26,9 @@ class TaskStatus(str, Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.LOST})
+_TERMINAL = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.LOST}
+)
 
 
 class OutputFile(BaseModel):

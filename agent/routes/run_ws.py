@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -80,7 +80,7 @@ async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: s
     await _stream(svc, ws, task_id, svc.store.watch(task_id), mode, None)
 
 
-async def _live_updates(handle: RunHandle) -> AsyncIterator[TaskRecord]:
+async def _live_updates(handle: RunHandle) -> AsyncGenerator[TaskRecord, None]:
     async for record in handle.updates():
         yield record
 
@@ -89,7 +89,7 @@ async def _stream(
     svc: Services,
     ws: web.WebSocketResponse,
     task_id: str,
-    updates: AsyncIterator[TaskRecord],
+    updates: AsyncGenerator[TaskRecord, None],
     mode: str,
     previews_from: RunHandle | None,
 ) -> None:
@@ -122,8 +122,7 @@ async def _stream(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(Exception):
-            await updates.aclose()  # type: ignore[attr-defined]
+        await updates.aclose()
 
 
 async def _first_message(ws: web.WebSocketResponse) -> Any:

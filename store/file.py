@@ -1,0 +1,372 @@
+"""Task store in a directory shared by every instance (a NAS mount): one JSON file per task.
+
+Layout: ``<dir>/<task_id>.json`` holds the record; writers create ``.<task_id>.<random>.tmp``
+next to it, fsync it and rename it over the record, so a reader on any machine sees either
+the old or the new record, never part of one. Names that are not ``<valid id>.json`` are
+never read as tasks (temp files start with a dot, which no valid id does).
+
+A ``<valid id>.json`` that does not hold that task's record (a foreign or damaged file)
+makes load() and watch() raise StoreError naming the path, rather than pass for "unknown
+task"; the sweeper leaves such files alone (with a warning) and the owner's next save
+replaces them. The sweeper deletes terminal records that finished more than ttl ago and
+temp files older than temp_max_age (a crashed writer's); instances may sweep at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from store.base import InvalidTaskId, StoreError, validate_task_id
+from store.memory import Watchers, check_ttl, is_expired
+from store.records import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+SUFFIX = ".json"
+TEMP_SUFFIX = ".tmp"
+
+# NFS answers ESTALE when the file a path named was replaced between lookup and open;
+# reading again resolves the new file.
+_STALE_RETRIES = 5
+
+
+class Signature(NamedTuple):
+    """What tells one version of a task file from the next without reading it."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+class FileStore:
+    """Task records as JSON files in a directory that many instances share."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        ttl: float | None,
+        poll_interval: float = 0.1,
+        sweep_interval: float = 60.0,
+        temp_max_age: float = 3600.0,
+    ) -> None:
+        if poll_interval <= 0 or sweep_interval <= 0 or temp_max_age <= 0:
+            raise ValueError("poll_interval, sweep_interval and temp_max_age must be > 0")
+        self._dir = Path(directory)
+        self._ttl = check_ttl(ttl)
+        self._poll_interval = poll_interval
+        self._sweep_interval = sweep_interval
+        self._temp_max_age = temp_max_age
+        self._watchers = Watchers()
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None
+        # Set on close: a sweep running in a worker thread cannot be cancelled, so it
+        # checks this between files instead.
+        self._stopping = threading.Event()
+
+    @property
+    def directory(self) -> Path:
+        """The directory holding the task files."""
+        return self._dir
+
+    async def start(self) -> None:
+        """Create the directory and start the sweeper; idempotent, and implied by first use."""
+        self._check_open()
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await asyncio.to_thread(_make_directory, self._dir)
+            except OSError as exc:
+                raise StoreError(f"cannot create task directory {self._dir}: {exc}") from exc
+            self._check_open()
+            self._sweeper = asyncio.create_task(
+                self._sweep_forever(), name=f"FileStore sweeper {self._dir}"
+            )
+            self._started = True
+
+    async def save(self, task: TaskRecord) -> None:
+        """Write the record atomically, replacing any earlier version, and wake its watchers."""
+        task_id = validate_task_id(task.task_id)
+        await self.start()
+        data = task.to_json().encode()
+        try:
+            await asyncio.to_thread(_write_atomically, self._dir, task_id, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
+        self._watchers.notify(task_id)
+
+    async def load(self, task_id: str) -> TaskRecord | None:
+        """Read the record; None when unknown or expired, StoreError when not a task record."""
+        path = self._path(task_id)
+        await self.start()
+        found = await self._read(path)
+        if found is None:
+            return None
+        record = _parse(task_id, path, found[0])
+        return None if is_expired(record, self._ttl, time.time()) else record
+
+    def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
+        """Yield the record now (if any) and on every change seen, until it is terminal."""
+        # Checked here, not in the generator, so a bad id fails at the call.
+        path = self._path(task_id)
+        self._check_open()
+        return self._watch(task_id, path)
+
+    async def sweep(self) -> int:
+        """Delete expired task files and stale temp files once; return how many were removed."""
+        self._check_open()
+        return await asyncio.to_thread(self._sweep_directory, time.time())
+
+    async def close(self) -> None:
+        """Stop the sweeper; running watch() iterators raise StoreError (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        self._watchers.notify_all()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            # wait() rather than await: it does not re-raise the sweeper's CancelledError.
+            await asyncio.wait([self._sweeper])
+
+    async def _watch(self, task_id: str, path: Path) -> AsyncGenerator[TaskRecord, None]:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        event = self._watchers.add(task_id)
+        try:
+            seen_signature: Signature | None = None
+            seen_data: bytes | None = None
+            while True:
+                # Cleared before looking, so a save by this store while we look (or while
+                # the consumer holds the previous record) still wakes us at once.
+                event.clear()
+                self._check_open()
+                signature = await self._stat(path)
+                if signature is not None and signature != seen_signature:
+                    found = await self._read(path)
+                    if found is not None:
+                        data, seen_signature = found
+                        # Another instance may rewrite an identical record: not a change.
+                        if data != seen_data:
+                            seen_data = data
+                            record = _parse(task_id, path, data)
+                            if not is_expired(record, self._ttl, time.time()):
+                                yield record
+                                if record.status.is_terminal:
+                                    return
+                # Saves by other instances are only seen by polling; a timer on the same
+                # event (rather than wait_for) keeps the wait free of extra tasks.
+                timer = loop.call_later(self._poll_interval, event.set)
+                try:
+                    await event.wait()
+                finally:
+                    timer.cancel()
+        finally:
+            self._watchers.remove(task_id, event)
+
+    async def _stat(self, path: Path) -> Signature | None:
+        try:
+            return await asyncio.to_thread(_stat_signature, path)
+        except OSError as exc:
+            raise StoreError(f"cannot stat {path}: {exc}") from exc
+
+    async def _read(self, path: Path) -> tuple[bytes, Signature] | None:
+        try:
+            return await asyncio.to_thread(_read_file, path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            # Jitter so that instances started together do not all sweep at once.
+            await asyncio.sleep(self._sweep_interval * random.uniform(0.8, 1.2))
+            try:
+                removed = await asyncio.to_thread(self._sweep_directory, time.time())
+            except Exception:
+                # A NAS hiccup must not end sweeping for the life of the instance.
+                logger.exception("sweeping %s failed", self._dir)
+            else:
+                if removed:
+                    logger.debug("swept %d files from %s", removed, self._dir)
+
+    def _sweep_directory(self, now: float) -> int:
+        try:
+            with os.scandir(self._dir) as scan:
+                names = [entry.name for entry in scan]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            if self._stopping.is_set():
+                break
+            path = self._dir / name
+            try:
+                if _is_temp_name(name):
+                    removed += self._sweep_temp(path, now)
+                elif (task_id := _task_id_of(name)) is not None:
+                    removed += self._sweep_task(task_id, path, now)
+            except FileNotFoundError:
+                # Another instance swept (or a writer replaced) it first.
+                continue
+            except OSError as exc:
+                logger.warning("cannot sweep %s: %s", path, exc)
+        return removed
+
+    def _sweep_temp(self, path: Path, now: float) -> int:
+        # A writer keeps its temp file for milliseconds; an old one is a crashed writer's.
+        if now - path.stat().st_mtime <= self._temp_max_age:
+            return 0
+        return 1 if _unlink(path) else 0
+
+    def _sweep_task(self, task_id: str, path: Path, now: float) -> int:
+        if self._ttl is None:
+            return 0
+        # A record's finished_at is no later than its file's last write, so a file written
+        # within ttl cannot hold an expired record: skip reading it (keeps NAS traffic low).
+        if now - path.stat().st_mtime <= self._ttl:
+            return 0
+        found = _read_file(path)
+        if found is None:
+            return 0
+        data, signature = found
+        try:
+            record = _parse(task_id, path, data)
+        except StoreError as exc:
+            # Not ours to delete: leave foreign files for a human.
+            logger.warning("sweeper leaves %s alone: %s", path, exc)
+            return 0
+        if not is_expired(record, self._ttl, now):
+            return 0
+        # Delete only the version we judged; a newer write has a new inode.
+        if _stat_signature(path) != signature:
+            return 0
+        return 1 if _unlink(path) else 0
+
+    def _path(self, task_id: str) -> Path:
+        return self._dir / (validate_task_id(task_id) + SUFFIX)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"file store {self._dir} is closed")
+
+
+def _make_directory(directory: Path) -> None:
+    if directory.is_dir():
+        # Someone else's (or an earlier instance's) directory: leave its mode alone.
+        return
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask; instances running as other users must read.
+    # Some NAS mounts refuse chmod; the directory is still usable by us then.
+    with contextlib.suppress(OSError):
+        directory.chmod(DIR_MODE)
+
+
+def _write_atomically(directory: Path, task_id: str, data: bytes) -> None:
+    final = directory / (task_id + SUFFIX)
+    temp = directory / f".{task_id}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(temp, flags, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            # As for the directory: the umask must not hide records from other instances.
+            with contextlib.suppress(OSError):
+                os.fchmod(file.fileno(), FILE_MODE)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _read_file(path: Path) -> tuple[bytes, Signature] | None:
+    for attempt in range(_STALE_RETRIES):
+        try:
+            with open(path, "rb") as file:
+                # fstat of the open file: the signature belongs to exactly these bytes.
+                signature = _signature(os.fstat(file.fileno()))
+                return file.read(), signature
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == _STALE_RETRIES - 1:
+                raise
+    return None
+
+
+def _stat_signature(path: Path) -> Signature | None:
+    for attempt in range(_STALE_RETRIES):
+        try:
+            return _signature(os.stat(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == _STALE_RETRIES - 1:
+                raise
+    return None
+
+
+def _signature(stat: os.stat_result) -> Signature:
+    return Signature(stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _parse(task_id: str, path: Path, data: bytes) -> TaskRecord:
+    try:
+        record = TaskRecord.from_json(data)
+    except ValidationError as exc:
+        raise StoreError(
+            f"{path} is not a task record ({exc.error_count()} errors: {_first_error(exc)})"
+        ) from exc
+    if record.task_id != task_id:
+        raise StoreError(f"{path} holds task {record.task_id!r}, not {task_id!r}")
+    return record
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "document"
+    return f"{where}: {error['msg']}"
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        # Another instance removed it first: the outcome we wanted, but not our doing.
+        return False
+    return True
+
+
+def _is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def _task_id_of(name: str) -> str | None:
+    if not name.endswith(SUFFIX):
+        return None
+    try:
+        return validate_task_id(name[: -len(SUFFIX)])
+    except InvalidTaskId:
+        return None

@@ -1,0 +1,405 @@
+"""One behaviour for every store: each test runs against every kind in STORE_KINDS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_factories import STORE_KINDS, make_store, stored_names
+
+from store import (
+    FileStore,
+    InvalidTaskId,
+    MemoryStore,
+    NodeProgress,
+    OutputFile,
+    Store,
+    StoreError,
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    open_store,
+)
+
+# An upper bound only: every wait below ends as soon as its event happens.
+TIMEOUT = 5.0
+DEFAULT_TTL = 3600.0
+
+MakeStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make(kind: str, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Open stores of this kind (closed after the test); make(ttl=...) for a custom TTL."""
+    opened: list[Store] = []
+
+    async def _make(ttl: float | None = DEFAULT_TTL) -> Store:
+        store = await make_store(kind, tmp_path, ttl)
+        opened.append(store)
+        return store
+
+    yield _make
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(make: MakeStore) -> Store:
+    return await make()
+
+
+def record(
+    task_id: str = "task-1", status: TaskStatus = TaskStatus.RUNNING, **fields: Any
+) -> TaskRecord:
+    return TaskRecord(task_id=task_id, status=status, **fields)
+
+
+def full_record(task_id: str = "full-1") -> TaskRecord:
+    """A record with every field set, nested and non-ASCII values included."""
+    now = time.time()
+    return TaskRecord(
+        task_id=task_id,
+        prompt_id="9f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        status=TaskStatus.FAILED,
+        created_at=now - 42.125,
+        started_at=now - 40.5,
+        finished_at=now - 0.25,
+        updated_at=now - 0.125,
+        instance="gpu-node-7",
+        error=TaskError(
+            type="execution_error",
+            message="CUDA out of memory — réessayez 🙂",
+            node_id="12",
+            node_type="KSampler",
+            details={"traceback": ["line 1", "line 2"], "nested": {"a": [1, 2.5, None, True]}},
+        ),
+        progress={
+            "3": NodeProgress(max=30, value=30, start=1, last_updated=2),
+            "9": NodeProgress(
+                max=1,
+                value=1,
+                images=[
+                    OutputFile(filename="猫_00001_.png", subfolder="日本"),
+                    OutputFile(filename="b.png", type="temp"),
+                ],
+            ),
+            "4": NodeProgress(cached=True),
+        },
+        outputs={
+            "9": {
+                "images": [{"filename": "猫_00001_.png", "subfolder": "日本", "type": "output"}],
+                "text": ['héllo\nworld\t"quoted" \\ \u2028'],
+                "emoji": "🎨",
+            }
+        },
+    )
+
+
+async def next_record(watch: AsyncIterator[TaskRecord]) -> TaskRecord:
+    return await asyncio.wait_for(anext(watch), TIMEOUT)
+
+
+async def assert_ended(watch: AsyncIterator[TaskRecord]) -> None:
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(watch), TIMEOUT)
+
+
+async def settle() -> None:
+    """Let callbacks and finalizer tasks the loop already has run to completion."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+# --- save / load -------------------------------------------------------------------------
+
+
+async def test_round_trip_keeps_every_field(store: Store) -> None:
+    saved = full_record()
+    await store.save(saved)
+    loaded = await store.load(saved.task_id)
+    assert loaded == saved
+    assert loaded is not None and loaded.to_json() == saved.to_json()
+
+
+async def test_round_trip_of_a_minimal_record(store: Store) -> None:
+    saved = TaskRecord(task_id="min")
+    await store.save(saved)
+    assert await store.load("min") == saved
+
+
+async def test_load_unknown_is_none(store: Store) -> None:
+    assert await store.load("never-saved") is None
+
+
+async def test_overwrite_keeps_the_last(store: Store) -> None:
+    for value in range(5):
+        await store.save(record(progress={"1": NodeProgress(max=5, value=value)}))
+    loaded = await store.load("task-1")
+    assert loaded is not None and loaded.progress["1"].value == 4
+
+
+async def test_save_and_load_work_on_copies(store: Store) -> None:
+    saved = record(progress={"1": NodeProgress(max=5, value=1)})
+    await store.save(saved)
+    saved.progress["1"].value = 3
+    saved.status = TaskStatus.SUCCEEDED
+    loaded = await store.load("task-1")
+    assert loaded is not None
+    assert (loaded.status, loaded.progress["1"].value) == (TaskStatus.RUNNING, 1)
+    loaded.progress["1"].value = 5
+    again = await store.load("task-1")
+    assert again is not None and again.progress["1"].value == 1
+
+
+async def test_records_are_kept_per_task(store: Store) -> None:
+    await store.save(record("a", instance="one"))
+    await store.save(record("b", instance="two"))
+    a, b = await store.load("a"), await store.load("b")
+    assert a is not None and a.instance == "one"
+    assert b is not None and b.instance == "two"
+
+
+async def test_longest_valid_id_is_accepted(store: Store) -> None:
+    task_id = "a" + "b.-_9" * 25 + "xy"
+    assert len(task_id) == 128
+    await store.save(record(task_id))
+    assert await store.load(task_id) is not None
+
+
+BAD_IDS = [
+    "../x",
+    "/abs",
+    "a/b",
+    "x\x00y",
+    "",
+    "a" * 300,
+    "a" * 129,
+    ".hidden",
+    "..",
+    "x/../../y",
+    "a\\b",
+    "a b",
+    "x\n",
+    "ünï",
+    "-dash-first",
+]
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS, ids=repr)
+async def test_invalid_ids_are_refused(
+    store: Store, kind: str, tmp_path: Path, bad_id: str
+) -> None:
+    with pytest.raises(InvalidTaskId):
+        await store.save(record(bad_id))
+    with pytest.raises(InvalidTaskId):
+        await store.load(bad_id)
+    with pytest.raises(InvalidTaskId):
+        # The call itself or the first step may refuse: both are fine.
+        await anext(store.watch(bad_id))
+    assert stored_names(kind, store, tmp_path) == set()
+    assert not await asyncio.to_thread(os.path.exists, "/abs.json")
+
+
+# --- watch -------------------------------------------------------------------------------
+
+
+async def test_watch_yields_now_then_each_change_then_stops_at_terminal(store: Store) -> None:
+    await store.save(record(status=TaskStatus.QUEUED))
+    watch = store.watch("task-1")
+    assert (await next_record(watch)).status is TaskStatus.QUEUED
+    for value in range(1, 4):
+        await store.save(record(progress={"5": NodeProgress(max=3, value=value)}))
+        seen = await next_record(watch)
+        assert seen.status is TaskStatus.RUNNING and seen.progress["5"].value == value
+    await store.save(record(status=TaskStatus.SUCCEEDED, finished_at=time.time()))
+    assert (await next_record(watch)).status is TaskStatus.SUCCEEDED
+    await assert_ended(watch)
+
+
+async def test_watch_of_a_finished_task_yields_it_once(store: Store) -> None:
+    await store.save(record(status=TaskStatus.INTERRUPTED, finished_at=time.time()))
+    watch = store.watch("task-1")
+    assert (await next_record(watch)).status is TaskStatus.INTERRUPTED
+    await assert_ended(watch)
+
+
+async def test_watch_waits_for_a_task_not_saved_yet(store: Store) -> None:
+    watch = store.watch("later")
+    pending = asyncio.ensure_future(anext(watch))
+    # Long enough for several polls of a polling store; nothing exists, so nothing may come.
+    await asyncio.sleep(0.1)
+    assert not pending.done()
+    await store.save(record("later", instance="me"))
+    seen = await asyncio.wait_for(pending, TIMEOUT)
+    assert seen.task_id == "later" and seen.instance == "me"
+    await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_two_watchers_both_see_every_change(store: Store) -> None:
+    await store.save(record(status=TaskStatus.QUEUED))
+    first, second = store.watch("task-1"), store.watch("task-1")
+    assert (await next_record(first)).status is TaskStatus.QUEUED
+    assert (await next_record(second)).status is TaskStatus.QUEUED
+    for value in range(1, 3):
+        # A save of another task must not wake these watchers with the wrong record.
+        await store.save(record("other", progress={"x": NodeProgress(value=99)}))
+        await store.save(record(progress={"1": NodeProgress(max=2, value=value)}))
+        for watch in (first, second):
+            seen = await next_record(watch)
+            assert seen.task_id == "task-1" and seen.progress["1"].value == value
+    await store.save(record(status=TaskStatus.SUCCEEDED, finished_at=time.time()))
+    for watch in (first, second):
+        assert (await next_record(watch)).status is TaskStatus.SUCCEEDED
+        await assert_ended(watch)
+
+
+async def test_watch_leaves_no_tasks_behind(store: Store) -> None:
+    await store.load("warm-up")  # starts whatever background work the store keeps
+    await store.save(record())
+    before = asyncio.all_tasks()
+
+    # The consumer breaks out and closes the iterator.
+    async with contextlib.aclosing(store.watch("task-1")) as closed:  # type: ignore[type-var]
+        async for _ in closed:
+            break
+    # The consumer drops the iterator without closing it.
+    dropped = store.watch("task-1")
+    await next_record(dropped)
+    del dropped
+    gc.collect()
+    # The consumer is cancelled while the iterator waits for a change.
+    waiting = store.watch("task-1")
+    await next_record(waiting)
+    pending = asyncio.ensure_future(anext(waiting))
+    await settle()
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+
+    await settle()
+    assert asyncio.all_tasks() == before
+
+
+# --- TTL ---------------------------------------------------------------------------------
+
+
+async def test_expired_terminal_records_disappear_running_ones_stay(make: MakeStore) -> None:
+    store = await make(ttl=60)
+    now = time.time()
+    long_ago = {"created_at": now - 10_000, "started_at": now - 9_999, "updated_at": now - 9_000}
+    await store.save(record("old-done", TaskStatus.SUCCEEDED, **long_ago, finished_at=now - 120))
+    await store.save(record("old-failed", TaskStatus.FAILED, **long_ago, finished_at=now - 61))
+    await store.save(record("old-lost", TaskStatus.LOST, **long_ago))  # no finished_at
+    await store.save(record("old-running", TaskStatus.RUNNING, **long_ago))
+    await store.save(record("old-queued", TaskStatus.QUEUED, **long_ago))
+    await store.save(record("new-done", TaskStatus.SUCCEEDED, **long_ago, finished_at=now - 5))
+    for gone in ("old-done", "old-failed", "old-lost"):
+        assert await store.load(gone) is None, gone
+    for kept in ("old-running", "old-queued", "new-done"):
+        assert await store.load(kept) is not None, kept
+
+
+@pytest.mark.parametrize("ttl", [None, 0])
+async def test_no_ttl_keeps_records_forever(make: MakeStore, ttl: float | None) -> None:
+    store = await make(ttl=ttl)
+    await store.save(record(status=TaskStatus.SUCCEEDED, finished_at=time.time() - 1e9))
+    assert await store.load("task-1") is not None
+
+
+# --- close -------------------------------------------------------------------------------
+
+
+async def test_close_is_idempotent_and_final(store: Store) -> None:
+    await store.save(record())
+    watch = store.watch("task-1")
+    await next_record(watch)
+    pending = asyncio.ensure_future(anext(watch))
+    await settle()
+    await store.close()
+    await store.close()
+    # A watcher must not mistake the end of the store for the end of the task.
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(pending, TIMEOUT)
+    with pytest.raises(StoreError):
+        await store.save(record())
+    with pytest.raises(StoreError):
+        await store.load("task-1")
+    with pytest.raises(StoreError):
+        await anext(store.watch("task-1"))
+
+
+async def test_close_of_an_unused_store(make: MakeStore) -> None:
+    store = await make()
+    await store.close()
+    await store.close()
+
+
+async def test_store_satisfies_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+# --- open_store --------------------------------------------------------------------------
+
+
+async def test_open_store_memory() -> None:
+    store = open_store("memory://", ttl=10)
+    assert isinstance(store, MemoryStore)
+    await store.close()
+
+
+async def test_open_store_file_absolute(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}/tasks?poll_interval=0.5&sweep_interval=30", ttl=10)
+    assert isinstance(store, FileStore)
+    assert store.directory == tmp_path / "tasks"
+    await store.save(record())
+    assert (tmp_path / "tasks" / "task-1.json").is_file()
+    await store.close()
+
+
+async def test_open_store_file_relative_to_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("file://./data/tasks", ttl=None)
+    assert isinstance(store, FileStore)
+    assert store.directory == tmp_path / "data" / "tasks"
+    await store.close()
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://cache:6380/1"])
+def test_open_store_redis_is_not_available_yet(url: str) -> None:
+    with pytest.raises(StoreError, match="redis store not available yet"):
+        open_store(url, ttl=10, instance="i-1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://bucket/tasks",
+        "tasks",
+        "file://",
+        "file://nas-host/share/tasks",
+        "file://relative/dir",
+        "file:///tasks?bogus=1",
+        "file:///tasks?poll_interval=fast",
+        "memory://somewhere",
+    ],
+)
+def test_open_store_refuses_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        open_store(url, ttl=10)
+    if url.startswith(("s3:", "tasks")):
+        for accepted in ("memory://", "file://", "redis://", "rediss://"):
+            assert accepted in str(refused.value)
