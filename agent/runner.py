@@ -256,8 +256,10 @@ class TaskRunner:
                 TaskError(type="agent_error", message=f"unexpected agent error: {exc!r}"),
             )
         finally:
-            self.active.pop(handle.task_id, None)
+            # Final write first: a reader must never find the task gone from this instance
+            # while the store still holds an older state.
             await writer.close()
+            self.active.pop(handle.task_id, None)
             handle.done.set()
             await handle.notify()
 
@@ -442,7 +444,10 @@ class _CoalescingWriter:
 
     async def close(self) -> None:
         """Stop the flusher and write the final record (retrying while the store fails)."""
-        self._flusher.cancel()
+        # Never cancel a write in flight: a file write finishing in its thread after the
+        # final one would put an older state back.
+        async with self._lock:
+            self._flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher
         delay = 0.1
