@@ -1,0 +1,159 @@
+"""The agent against a real ComfyUI (set COMFYUI_DIR; COMFYUI_PYTHON for its venv).
+
+The agent is started as users start it: the `comfyui-agent` console script with
+`--comfyui-dir`, so ComfyUI is its real child. Workflows that need the traces' custom
+test nodes (../shared/tools/comfyui_test_nodes in custom_nodes/) or the random-weight
+checkpoint (tiny-sd15-random.safetensors) run only when those are installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.agent_harness import trace_prompt
+from tests.fake_comfyui.fixtures import free_port
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not COMFYUI_DIR,
+        reason="COMFYUI_DIR is not set: no real ComfyUI checkout to test against",
+    ),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+AGENT = Path(sys.executable).with_name("comfyui-agent")
+
+
+class RealAgent:
+    """The agent process, its URL and what the ComfyUI behind it offers."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str, nodes: set[str]):
+        self.process = process
+        self.url = url
+        self.nodes = nodes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def real_agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealAgent]:
+    tmp = tmp_path_factory.mktemp("real")
+    port, comfyui_port = free_port(), free_port()
+    env = {**os.environ, "COMFYUI_ARGS": "--cpu --disable-api-nodes --disable-auto-launch"}
+    log = (tmp / "agent.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        str(AGENT),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--comfyui-port", str(comfyui_port),
+        "--comfyui-dir", COMFYUI_DIR,
+        "--comfyui-python", COMFYUI_PYTHON,
+        "--store", f"file://{tmp / 'tasks'}",
+        stdout=log,
+        stderr=log,
+        env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"{url}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.5)
+            else:
+                pytest.fail("real ComfyUI did not become ready in 120 s; see agent.log")
+            async with session.get(f"{url}/object_info") as response:
+                nodes = set(await response.json())
+        yield RealAgent(process, url, nodes)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(process.wait(), 40)
+        except TimeoutError:
+            process.kill()
+            code = await process.wait()
+        log.close()
+    assert code == 0, "the agent did not exit cleanly on SIGTERM"
+
+
+async def run(agent: RealAgent, prompt: dict[str, Any], **headers: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{agent.url}/api/run", json=prompt, headers=headers) as response:
+            return response.status, await response.json()
+
+
+async def test_model_free_workflow_returns_images_and_results(real_agent: RealAgent) -> None:
+    prompt = trace_prompt("success")
+    prompt["1"]["inputs"]["color"] = int(time.time()) % 0xFFFFFF  # not cached
+    status, body = await run(real_agent, prompt, **{"task-id": "real-success"})
+    assert status == 200, body
+    assert all(node["value"] == node["max"] == 1 for node in body.values())
+    [image] = body["3"]["images"]
+    assert image["type"] == "output"
+    assert base64.b64decode(body["3"]["results"][0]).startswith(b"\x89PNG")
+    # Unchanged again: everything cached, must still answer at once.
+    status, body = await asyncio.wait_for(run(real_agent, prompt), 30)
+    assert status == 200 and all(node["cached"] for node in body.values())
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{real_agent.url}/api/status?id=real-success") as response:
+            assert response.status == 200
+            assert response.headers["X-Task-Status"] == "succeeded"
+
+
+async def test_validation_error_passes_comfyui_node_errors(real_agent: RealAgent) -> None:
+    status, body = await run(real_agent, trace_prompt("validation_bad_value"))
+    assert status == 400
+    assert body["message"] == "CallComfyUIPromptError"
+    assert "1" in body["error"]["node_errors"]
+
+
+async def test_runtime_error_fails_with_node_details(real_agent: RealAgent) -> None:
+    status, body = await run(real_agent, trace_prompt("runtime_error"))
+    assert status == 500
+    assert body["error"]["node_type"] == "Canny"
+
+
+async def test_ws_progress_of_a_stepped_node(real_agent: RealAgent) -> None:
+    if "SlowCounter" not in real_agent.nodes:
+        pytest.skip("the traces' test nodes are not installed in custom_nodes/")
+    prompt = trace_prompt("progress")
+    prompt["2"]["inputs"]["steps"] = 4
+    prompt["1"]["inputs"]["color"] = int(time.time() * 1000) % 0xFFFFFF
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{real_agent.url}/api/run/ws") as ws:
+            await ws.send_json(prompt)
+            messages = [json.loads(m.data) async for m in ws]
+    values = [m["data"]["2"]["value"] for m in messages if m["type"] == "progress"]
+    assert {1, 2, 3, 4} <= set(values)
+    assert messages[-1]["type"] == "result"
+
+
+async def test_txt2img_reports_sampler_steps(real_agent: RealAgent) -> None:
+    checkpoint = Path(COMFYUI_DIR) / "models" / "checkpoints" / "tiny-sd15-random.safetensors"
+    if not checkpoint.exists():
+        pytest.skip("tiny-sd15-random.safetensors not built (../shared/tools/make_tiny_sd15.py)")
+    prompt = trace_prompt("txt2img")
+    prompt["3"]["inputs"]["seed"] = int(time.time())  # a new seed: the sampler runs
+    status, body = await run(real_agent, prompt)
+    assert status == 200, body
+    assert body["3"]["value"] == body["3"]["max"] == 3
+    assert base64.b64decode(body["9"]["results"][0]).startswith(b"\x89PNG")
