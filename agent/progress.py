@@ -58,10 +58,11 @@ class ProgressTracker:
         return self.outcome is not None
 
     def apply(self, event: ComfyEvent, now: float) -> bool:
-        """Apply one event; return True when the progress map or the outcome changed."""
+        """Apply one event; return True exactly when something visible changed (nodes,
+        outputs, outcome/error, started, ended), so callers save only real changes."""
         if event.event_prompt_id != self.prompt_id:
             return False
-        if False:
+        if self.outcome is not None and not (isinstance(event, Executing) and event.node is None):
             # The prompt is over: a late or re-delivered event must not reopen it (a second
             # `executing` would mark the interrupted node done, a `progress` rewind it).
             return False
@@ -133,6 +134,7 @@ class ProgressTracker:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], Mapping)):
                 continue
             event = parse_event({"type": item[0], "data": dict(item[1])})
+            # execution_start too: a run seen only through history did start.
             if isinstance(
                 event, ExecutionStart | ExecutionError | ExecutionInterrupted | ExecutionSuccess
             ):
