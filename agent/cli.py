@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agent.app import create_app
+from agent.bootstrap import BootstrapError, ensure_comfyui
 from agent.logs import setup_logging
 from agent.services import SERVICES
 from agent.settings import AgentSettings, parse_settings, settings_error_message
@@ -45,8 +46,6 @@ async def make_backend(settings: AgentSettings) -> ComfyUIBackend:
     if settings.comfyui_dir is not None:
         comfyui_dir = str(settings.comfyui_dir)
     else:
-        from agent.bootstrap import ensure_comfyui
-
         installed = await ensure_comfyui(
             settings.bootstrap_dir,
             repository=settings.bootstrap_repository,
@@ -90,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"comfyui-agent: invalid settings:\n{settings_error_message(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except BootstrapError as exc:
+        log.error("could not set up ComfyUI: %s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
