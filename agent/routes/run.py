@@ -53,4 +53,7 @@ async def run_sync(request: web.Request) -> web.Response:
     await asyncio.shield(handle.done.wait())
     record = handle.snapshot()
     status, body = await finished_body(svc, record, mode)
-    return web.json_response(body, status=status, headers=task_headers(task_id, record.status))
+    headers = task_headers(task_id, record.status)
+    if status == 503:
+        headers["Retry-After"] = "5"
+    return web.json_response(body, status=status, headers=headers)
