@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_factories import STORE_KINDS, make_store, stored_names
 
 from store import (
     FileStore,
@@ -27,6 +26,7 @@ from store import (
     TaskStatus,
     open_store,
 )
+from tests.store_factories import STORE_KINDS, make_store, stored_names
 
 # An upper bound only: every wait below ends as soon as its event happens.
 TIMEOUT = 5.0
