@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
-from agent.errors import ApiError
+from agent.errors import ApiError, unavailable
 from agent.services import services
 
 log = logging.getLogger("agent.proxy")
@@ -88,12 +88,7 @@ async def _proxy_http(
             await response.write_eof()
             return response
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-        raise ApiError(
-            503,
-            "ComfyUIUnavailable",
-            f"ComfyUI is not reachable: {exc!r}",
-            headers={"Retry-After": "5"},
-        ) from exc
+        raise unavailable(f"ComfyUI is not reachable: {exc!r}") from exc
 
 
 async def _proxy_websocket(
@@ -105,12 +100,7 @@ async def _proxy_websocket(
             ws_target, headers=_client_ws_headers(request), max_msg_size=0, heartbeat=30.0
         )
     except (aiohttp.ClientError, OSError) as exc:
-        raise ApiError(
-            503,
-            "ComfyUIUnavailable",
-            f"ComfyUI websocket not reachable: {exc!r}",
-            headers={"Retry-After": "5"},
-        ) from exc
+        raise unavailable(f"ComfyUI websocket not reachable: {exc!r}") from exc
     client = web.WebSocketResponse(max_msg_size=0, heartbeat=30.0)
     await client.prepare(request)
     async with upstream:
