@@ -245,7 +245,7 @@ async def _bootstrap(
                 "repository": repository,
                 "torch": flavor,
                 "python": new_python,
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "time": datetime.datetime.now(datetime.UTC).isoformat(),
             },
         )
     except BaseException:
@@ -364,8 +364,9 @@ async def _has_nvidia_gpu(nvidia_smi: str) -> bool:
     except OSError:
         return False
     try:
-        return await asyncio.wait_for(proc.wait(), _NVIDIA_SMI_TIMEOUT) == 0
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(_NVIDIA_SMI_TIMEOUT):
+            return await proc.wait() == 0
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from comfyui.events import (
@@ -30,7 +30,7 @@ from store.records import NodeProgress, OutputFile, TaskError
 FILE_OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio")
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How a prompt ended, as far as the events tell."""
 
     SUCCEEDED = "succeeded"

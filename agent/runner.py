@@ -308,7 +308,7 @@ class TaskRunner:
                 return
             handle.submitted = True
             handle.record.prompt_id = prompt_id
-            await writer.write_now()
+            writer.mark_dirty(urgent=True)
             log.info("task %s: submitted as prompt %s", handle.task_id, prompt_id)
             await self._follow(handle, tracker, subscription, writer, deadline)
 
@@ -357,10 +357,7 @@ class TaskRunner:
             if tracker.finished:
                 break
             await handle.notify()
-            if became_running:
-                await writer.write_now()
-            else:
-                writer.mark_dirty()
+            writer.mark_dirty(urgent=became_running)
         assert tracker.outcome is not None
         if tracker.outcome is Outcome.INTERRUPTED and handle.abort is not None:
             # Interrupted by us (shutdown, timeout): report why, not just "interrupted".
@@ -420,7 +417,11 @@ class TaskRunner:
 
 
 class _CoalescingWriter:
-    """Writes a run's record: at once on state changes, else at most every `interval`."""
+    """Writes a run's record: soon after state changes, else at most every `interval`.
+
+    Writes happen in the background, so a slow store (fsync on a NAS) never delays event
+    handling; only the first and the final write are awaited by the run.
+    """
 
     def __init__(self, store: Store, handle: RunHandle, interval: float, runner: TaskRunner):
         self._store = store
@@ -428,13 +429,17 @@ class _CoalescingWriter:
         self._interval = interval
         self._runner = runner
         self._dirty = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._closing = False
         self._lock = asyncio.Lock()
         self._flusher = asyncio.create_task(self._flush_loop())
         self.writes = 0
 
-    def mark_dirty(self) -> None:
-        """The record changed; write it within `interval`."""
+    def mark_dirty(self, *, urgent: bool = False) -> None:
+        """The record changed; write it within `interval` (urgent: as soon as possible)."""
         self._dirty.set()
+        if urgent:
+            self._urgent.set()
 
     async def write_now(self) -> None:
         """Write the record now."""
@@ -444,12 +449,12 @@ class _CoalescingWriter:
 
     async def close(self) -> None:
         """Stop the flusher and write the final record (retrying while the store fails)."""
-        # Never cancel a write in flight: a file write finishing in its thread after the
-        # final one would put an older state back.
-        async with self._lock:
-            self._flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._flusher
+        # The flusher is told to stop, never cancelled: a file write finishing in its
+        # thread after the final one would put an older state back.
+        self._closing = True
+        self._dirty.set()
+        self._urgent.set()
+        await self._flusher
         delay = 0.1
         for _ in range(8):
             async with self._lock:
@@ -462,11 +467,17 @@ class _CoalescingWriter:
     async def _flush_loop(self) -> None:
         while True:
             await self._dirty.wait()
+            if self._closing:
+                return
             self._dirty.clear()
+            self._urgent.clear()
             async with self._lock:
                 if not await self._save():
                     self._dirty.set()
-            await asyncio.sleep(self._interval)
+            # Coalesce progress for `interval`, unless a state change wants out sooner.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._urgent.wait()
 
     async def _save(self) -> bool:
         try:

@@ -50,8 +50,10 @@ class Subscription:
 
     async def get(self, timeout: float) -> StreamItem | None:
         """Next item, or None when nothing arrived within timeout seconds."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 
@@ -119,7 +121,8 @@ class EventStream:
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the websocket is open; False on timeout."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True

@@ -41,7 +41,7 @@ async def probe(session: aiohttp.ClientSession, base_url: str, timeout: float) -
             # Read the (small) body so the connection can be reused for the next probe.
             await resp.read()
             return resp.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 
@@ -77,8 +77,10 @@ class StateNotifier:
                     return
                 await event.wait()
 
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(_wait(), timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await _wait()
         return predicate()
 
 

@@ -495,8 +495,9 @@ class ComfyUIProcess:
         return delay
 
     async def _sleep_or_wake(self, delay: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _watch(self, child: _Child) -> None:
         """Return once `child` has exited, terminating it first if stop/restart asks."""
@@ -529,8 +530,9 @@ class ComfyUIProcess:
         _log.info("stopping ComfyUI (pid %d): SIGTERM, SIGKILL after %.1f s", child.pid, grace)
         _signal_group(child.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(child.exited), grace)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(child.exited)
+        except TimeoutError:
             _log.warning("ComfyUI (pid %d) ignored SIGTERM for %.1f s: SIGKILL", child.pid, grace)
             _signal_group(child.pid, signal.SIGKILL)
             await child.exited
@@ -546,8 +548,9 @@ class ComfyUIProcess:
         _signal_group(child.pid, signal.SIGKILL)
         try:
             # Let the last lines (often the traceback) arrive before closing the pipes.
-            await asyncio.wait_for(asyncio.shield(child.closed), _DRAIN_TIMEOUT)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(_DRAIN_TIMEOUT):
+                await asyncio.shield(child.closed)
+        except TimeoutError:
             _log.warning("ComfyUI (pid %d) output still open after exit; closing it", child.pid)
         assert child.transport is not None
         child.transport.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     """Lifecycle of a task: queued -> running -> succeeded | failed | interrupted (| lost)."""
 
     QUEUED = "queued"

@@ -108,7 +108,7 @@ class Client:
         """Nothing more arrives (the recorder kept listening 1 s after the end)."""
         try:
             extra = await self.next(timeout=QUIET)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         pytest.fail(f"unexpected frame after the end: {extra}")
 
