@@ -196,8 +196,9 @@ async def test_bad_bodies_are_400_and_store_nothing(
     agent: AgentUnderTest, raw: bytes, fragment: str
 ) -> None:
     task_id = f"bad-{uuid.uuid4().hex[:8]}"
-    status, _, body = await post_run(agent, raw, {"task-id": task_id})
+    status, headers, body = await post_run(agent, raw, {"task-id": task_id})
     assert status == 400
+    assert headers["X-Task-Id"] == task_id
     assert body["message"] == "RequestParamsError"
     assert fragment in body["error"]
     assert await agent.services.store.load(task_id) is None

@@ -46,8 +46,13 @@ async def run_sync(request: web.Request) -> web.Response:
         task_id = task_id_from_headers(request.headers)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
-    mode = results_mode(request, svc.settings.results)
-    workflow = workflow_from_body(await read_json_body(request, svc.settings.max_body))
+    try:
+        mode = results_mode(request, svc.settings.results)
+        workflow = workflow_from_body(await read_json_body(request, svc.settings.max_body))
+    except ApiError as exc:
+        # Refused before a task existed: nothing is stored, but the caller learns the id.
+        exc.headers.setdefault("X-Task-Id", task_id)
+        raise
     handle = start_run(svc, task_id, workflow)
     # The run lives on in its own task: a client that disconnects does not stop it.
     await asyncio.shield(handle.done.wait())
