@@ -46,6 +46,27 @@ class Store(Protocol):
         """Yield the record now (if it exists) and on every later change, until it is terminal."""
         ...
 
+    async def claim(self, task_id: str, owner: str, lease: float) -> bool:
+        """Take or renew the right to run task_id for `lease` s; False if another owner holds it.
+
+        A claim that is new (nobody held it, or the holder's lease ran out) also clears any
+        earlier cancel request, so re-running a task id starts clean; a renewal by the same
+        owner keeps it.
+        """
+        ...
+
+    async def release(self, task_id: str, owner: str) -> None:
+        """Drop owner's claim on task_id (no effect when someone else holds it)."""
+        ...
+
+    async def request_cancel(self, task_id: str) -> None:
+        """Ask whichever instance runs task_id to interrupt it (kept for the task TTL)."""
+        ...
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        """True when an interrupt of task_id was requested since it was last claimed anew."""
+        ...
+
     async def close(self) -> None:
         """Release connections and background work."""
         ...

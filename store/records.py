@@ -84,6 +84,9 @@ class TaskRecord(BaseModel):
     finished_at: float | None = None
     updated_at: float = Field(default_factory=time.time)
     instance: str | None = None
+    # The owner renews this while it works on the task; a reader that finds a task not
+    # terminal past this time reports it `lost` (its instance died or was frozen).
+    lease_expires_at: float | None = None
     error: TaskError | None = None
     progress: dict[str, NodeProgress] = Field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -96,6 +99,23 @@ class TaskRecord(BaseModel):
     def from_json(cls, data: str | bytes) -> TaskRecord:
         """Parse a stored record."""
         return cls.model_validate_json(data)
+
+    def effective_status(self, now: float) -> TaskStatus:
+        """The status a reader reports: `lost` once an unfinished task's lease ran out."""
+        if (
+            not self.status.is_terminal
+            and self.lease_expires_at is not None
+            and now > self.lease_expires_at
+        ):
+            return TaskStatus.LOST
+        return self.status
+
+    def as_seen_at(self, now: float) -> TaskRecord:
+        """This record with its effective status (a copy when it is lost)."""
+        status = self.effective_status(now)
+        if status is self.status:
+            return self
+        return self.model_copy(update={"status": status})
 
     def progress_map(self) -> dict[str, dict[str, Any]]:
         """The Go agent's progress map: node id -> node progress."""
