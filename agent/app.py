@@ -11,10 +11,11 @@ from aiohttp import web
 
 from agent.errors import ApiError
 from agent.proxy import proxy
-from agent.routes.health import healthz, readyz
+from agent.routes.health import healthz, initialize, metrics, pre_stop, readyz
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
+from agent.routes.tasks import create_task, delete_task, get_task
 from agent.runner import RunOptions, TaskRunner
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
@@ -66,9 +67,16 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_post("/api/run", run_sync)
     app.router.add_get("/api/run/ws", run_ws)
     app.router.add_get("/api/status", get_status)
+    app.router.add_post("/api/tasks", create_task)
+    app.router.add_get("/api/tasks/{task_id}", get_task)
+    app.router.add_delete("/api/tasks/{task_id}", delete_task)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    for path in ("/api/run", "/api/status"):
+    app.router.add_get("/metrics", metrics)
+    # Function Compute's instance lifecycle hooks for custom containers.
+    app.router.add_post("/initialize", initialize)
+    app.router.add_route("*", "/pre-stop", pre_stop)
+    for path in ("/api/run", "/api/status", "/api/tasks", "/api/tasks/{task_id}"):
         app.router.add_route("*", path, method_not_allowed)
     app.router.add_route("*", "/{tail:.*}", proxy)
     app.cleanup_ctx.append(_services_context(settings, backend))
@@ -99,6 +107,7 @@ def _services_context(
                 run_timeout=settings.run_timeout,
                 ready_timeout=settings.ready_timeout,
                 flush_interval=settings.store_flush_interval,
+                lease=settings.task_lease,
             ),
             max_queue=settings.max_queue,
         )

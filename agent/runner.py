@@ -7,15 +7,17 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.metrics import Metrics
 from agent.progress import Outcome, ProgressTracker
+from agent.record_writer import RecordWriter
 from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
-from comfyui.event_stream import ConnectionGap, EventStream
+from comfyui.event_stream import ConnectionGap, EventStream, Subscription
 from comfyui.events import BinaryFrame
-from store.base import Store
+from store.base import Store, StoreError
 from store.records import NodeProgress, TaskError, TaskRecord, TaskStatus
 
 log = logging.getLogger("agent.runner")
@@ -39,7 +41,16 @@ class Readiness(Protocol):
 
 
 class TaskAlreadyRunning(Exception):
-    """A task with this id runs on this instance already."""
+    """A task with this id runs already: here, or on the instance holding its claim."""
+
+    def __init__(self, task_id: str, *, here: bool) -> None:
+        where = "on this instance" if here else "on another instance"
+        super().__init__(f"task {task_id} is already running {where}")
+        self.here = here
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached to claim the task."""
 
 
 class QueueFull(Exception):
@@ -68,6 +79,11 @@ class RunOptions:
     flush_interval: float = 0.25
     # With no event for this long, ask /history whether the prompt ended unnoticed.
     history_poll_interval: float = 2.0
+    # A run renews its claim and record this often (lease/3); readers call a task whose
+    # lease ran out `lost`.
+    lease: float = 30.0
+    # How often a run asks the store whether another instance requested its interrupt.
+    cancel_poll_interval: float = 1.0
 
 
 @dataclass
@@ -101,7 +117,7 @@ class RunHandle:
         async with self._changed:
             self._changed.notify_all()
 
-    async def updates(self) -> AsyncIterator[TaskRecord]:
+    async def updates(self) -> AsyncGenerator[TaskRecord, None]:
         """Yield a snapshot now and after every change, ending with the terminal record."""
         seen = -1
         while True:
@@ -148,6 +164,7 @@ class TaskRunner:
         options: RunOptions | None = None,
         prepare: WorkflowPreparer | None = None,
         max_queue: int = 0,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -155,22 +172,48 @@ class TaskRunner:
         self._store = store
         self._backend = backend
         self._instance = instance
-        self._options = options or RunOptions()
+        self.options = options or RunOptions()
         self._prepare = prepare
         self._max_queue = max_queue
         self._clock = clock
+        self.metrics = metrics or Metrics()
         self.active: dict[str, RunHandle] = {}
+        # Final records the store refused (outage): served from here and retried until stored.
+        self.unsaved: dict[str, TaskRecord] = {}
+        self._retrier: asyncio.Task[None] | None = None
+        self._starting: set[str] = set()
         self.accepting = True
-        self.store_failures = 0
 
-    def start(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
-        """Begin a run in the background and return its handle at once."""
+    async def start(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
+        """Claim the task, write its first record and run it in the background."""
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
-        if task_id in self.active:
-            raise TaskAlreadyRunning(task_id)
-        if self._max_queue and len(self.active) >= self._max_queue:
+        if task_id in self.active or task_id in self._starting:
+            raise TaskAlreadyRunning(task_id, here=True)
+        if self._max_queue and len(self.active) + len(self._starting) >= self._max_queue:
             raise QueueFull(f"{len(self.active)} tasks are queued or running on this instance")
+        self._starting.add(task_id)
+        try:
+            try:
+                claimed = await self._store.claim(task_id, self._instance, self.options.lease)
+            except StoreError as exc:
+                self.metrics.store_failure()
+                raise StoreUnavailable(str(exc)) from exc
+            if not claimed:
+                raise TaskAlreadyRunning(task_id, here=False)
+            handle = self._new_handle(task_id, workflow)
+            writer = self._writer(handle)
+            if not await writer.start():
+                await self._release(task_id)
+                raise StoreUnavailable("the store refused the task's first record")
+        finally:
+            self._starting.discard(task_id)
+        self.unsaved.pop(task_id, None)
+        self.active[task_id] = handle
+        handle.task = asyncio.create_task(self._run(handle, writer), name=f"run-{task_id}")
+        return handle
+
+    def _new_handle(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
         now = self._clock()
         record = TaskRecord(
             task_id=task_id,
@@ -180,14 +223,33 @@ class TaskRunner:
             instance=self._instance,
         )
         record.progress = {node_id: NodeProgress() for node_id in workflow}
-        handle = RunHandle(record=record, workflow=workflow)
-        self.active[task_id] = handle
-        handle.task = asyncio.create_task(self._run(handle), name=f"run-{task_id}")
-        return handle
+        return RunHandle(record=record, workflow=workflow)
+
+    def _writer(self, handle: RunHandle) -> RecordWriter:
+        def failed(exc: Exception) -> None:
+            self.metrics.store_failure()
+
+        return RecordWriter(
+            self._store,
+            handle.snapshot,
+            owner=self._instance,
+            interval=self.options.flush_interval,
+            lease=self.options.lease,
+            clock=self._clock,
+            on_failure=failed,
+            on_write=self.metrics.store_write,
+        )
 
     def get(self, task_id: str) -> RunHandle | None:
         """The handle of a task running here, if any."""
         return self.active.get(task_id)
+
+    def local_record(self, task_id: str) -> TaskRecord | None:
+        """The freshest record this instance holds: a live run, or a final not yet stored."""
+        handle = self.active.get(task_id)
+        if handle is not None:
+            return handle.snapshot()
+        return self.unsaved.get(task_id)
 
     def abort_all(self, error: TaskError) -> int:
         """Fail every run whose prompt was handed to ComfyUI (the child died); return count."""
@@ -219,6 +281,14 @@ class TaskRunner:
         self._wake(handle)
         return True
 
+    async def drain(self, grace: float) -> int:
+        """Wait up to `grace` s for the runs of this instance to end; return how many still run."""
+        pending = [h.task for h in self.active.values() if h.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        await self._store_unsaved()
+        return len(self.active)
+
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; give running tasks `grace` seconds, then interrupt the rest."""
         self.accepting = False
@@ -236,13 +306,19 @@ class TaskRunner:
                 await self.interrupt(handle.task_id)
             if still:
                 await asyncio.wait(still, timeout=5.0)
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+        await self._store_unsaved()
+        for task_id in self.unsaved:
+            log.error("task %s: final state could not be stored before exit", task_id)
 
     # -- one run -----------------------------------------------------------------------
 
-    async def _run(self, handle: RunHandle) -> None:
-        writer = _CoalescingWriter(self._store, handle, self._options.flush_interval, self)
+    async def _run(self, handle: RunHandle, writer: RecordWriter) -> None:
+        cancel_watch = asyncio.create_task(self._watch_cancel(handle))
         try:
-            await writer.write_now()
             await self._execute(handle, writer)
         except asyncio.CancelledError:
             cancelled = TaskError(type="shutting_down", message="run cancelled")
@@ -256,15 +332,67 @@ class TaskRunner:
                 TaskError(type="agent_error", message=f"unexpected agent error: {exc!r}"),
             )
         finally:
+            cancel_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancel_watch
             # Final write first: a reader must never find the task gone from this instance
             # while the store still holds an older state.
-            await writer.close()
+            if not await writer.close():
+                self.unsaved[handle.task_id] = handle.snapshot()
+                self._ensure_retrier()
+            await self._release(handle.task_id)
             self.active.pop(handle.task_id, None)
+            record = handle.record
+            self.metrics.run_finished(record.status.value, self._clock() - record.created_at)
             handle.done.set()
             await handle.notify()
 
-    async def _execute(self, handle: RunHandle, writer: _CoalescingWriter) -> None:
-        options = self._options
+    async def _release(self, task_id: str) -> None:
+        try:
+            await self._store.release(task_id, self._instance)
+        except StoreError:
+            self.metrics.store_failure()  # the claim expires with its lease anyway
+
+    async def _watch_cancel(self, handle: RunHandle) -> None:
+        """Interrupt the run when another instance asked for it through the store."""
+        while True:
+            await asyncio.sleep(self.options.cancel_poll_interval)
+            try:
+                requested = await self._store.cancel_requested(handle.task_id)
+            except StoreError:
+                self.metrics.store_failure()
+                continue
+            if requested:
+                log.info("task %s: interrupt requested through the store", handle.task_id)
+                await self.interrupt(handle.task_id)
+                return
+
+    def _ensure_retrier(self) -> None:
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.create_task(self._retry_unsaved(), name="store-retrier")
+
+    async def _retry_unsaved(self) -> None:
+        delay = 1.0
+        while self.unsaved:
+            await asyncio.sleep(delay)
+            await self._store_unsaved()
+            delay = min(delay * 2, 30.0)
+
+    async def _store_unsaved(self) -> None:
+        for task_id, record in list(self.unsaved.items()):
+            try:
+                await self._store.save(record)
+            except Exception as exc:  # still down: keep it for the next round
+                self.metrics.store_failure()
+                log.warning("task %s: final state still not stored: %r", task_id, exc)
+                continue
+            self.metrics.store_write(0.0)
+            log.info("task %s: final state stored after a store outage", task_id)
+            if self.unsaved.get(task_id) is record:
+                del self.unsaved[task_id]
+
+    async def _execute(self, handle: RunHandle, writer: RecordWriter) -> None:
+        options = self.options
         deadline = self._clock() + options.run_timeout
         if not await self._backend.wait_ready(min(options.ready_timeout, options.run_timeout)):
             self._finish(
@@ -288,6 +416,9 @@ class TaskRunner:
                 )
                 return
         await self._events.wait_connected(options.connect_timeout)
+        if handle.abort is not None:  # interrupted or shut down while waiting for ComfyUI
+            self._finish(handle, *handle.abort)
+            return
         prompt_id = str(uuid.uuid4())
         tracker = ProgressTracker(handle.workflow.keys(), prompt_id)
         tracker.nodes = handle.record.progress
@@ -316,11 +447,11 @@ class TaskRunner:
         self,
         handle: RunHandle,
         tracker: ProgressTracker,
-        subscription: Any,
-        writer: _CoalescingWriter,
+        subscription: Subscription,
+        writer: RecordWriter,
         deadline: float,
     ) -> None:
-        options = self._options
+        options = self.options
         record = handle.record
         last_event = self._clock()
         while not tracker.finished:
@@ -387,7 +518,7 @@ class TaskRunner:
             TaskStatus.FAILED,
             TaskError(
                 type="timeout",
-                message=f"the run took longer than {self._options.run_timeout:g} s",
+                message=f"the run took longer than {self.options.run_timeout:g} s",
             ),
         )
 
@@ -414,80 +545,6 @@ class TaskRunner:
         prompt_id = handle.record.prompt_id
         if prompt_id is not None:
             self._events.deliver(prompt_id, ConnectionGap(connected=self._events.connected))
-
-
-class _CoalescingWriter:
-    """Writes a run's record: soon after state changes, else at most every `interval`.
-
-    Writes happen in the background, so a slow store (fsync on a NAS) never delays event
-    handling; only the first and the final write are awaited by the run.
-    """
-
-    def __init__(self, store: Store, handle: RunHandle, interval: float, runner: TaskRunner):
-        self._store = store
-        self._handle = handle
-        self._interval = interval
-        self._runner = runner
-        self._dirty = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._closing = False
-        self._lock = asyncio.Lock()
-        self._flusher = asyncio.create_task(self._flush_loop())
-        self.writes = 0
-
-    def mark_dirty(self, *, urgent: bool = False) -> None:
-        """The record changed; write it within `interval` (urgent: as soon as possible)."""
-        self._dirty.set()
-        if urgent:
-            self._urgent.set()
-
-    async def write_now(self) -> None:
-        """Write the record now."""
-        self._dirty.clear()
-        async with self._lock:
-            await self._save()
-
-    async def close(self) -> None:
-        """Stop the flusher and write the final record (retrying while the store fails)."""
-        # The flusher is told to stop, never cancelled: a file write finishing in its
-        # thread after the final one would put an older state back.
-        self._closing = True
-        self._dirty.set()
-        self._urgent.set()
-        await self._flusher
-        delay = 0.1
-        for _ in range(8):
-            async with self._lock:
-                if await self._save():
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        log.error("task %s: final state could not be stored", self._handle.task_id)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            if self._closing:
-                return
-            self._dirty.clear()
-            self._urgent.clear()
-            async with self._lock:
-                if not await self._save():
-                    self._dirty.set()
-            # Coalesce progress for `interval`, unless a state change wants out sooner.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._urgent.wait()
-
-    async def _save(self) -> bool:
-        try:
-            await self._store.save(self._handle.snapshot())
-        except Exception as exc:  # a store outage must not kill the run
-            self._runner.store_failures += 1
-            log.warning("task %s: store write failed: %r", self._handle.task_id, exc)
-            return False
-        self.writes += 1
-        return True
 
 
 def _validation_error(exc: PromptRejected) -> TaskError:

@@ -68,6 +68,9 @@ class AgentSettings(BaseSettings):
         default_factory=_default_store, description="file:///dir | redis://host:6379/0 | memory://"
     )
     task_ttl: float = Field(7 * 24 * 3600, ge=0, description="seconds a finished task is kept")
+    task_lease: float = Field(
+        30.0, gt=0, description="seconds without renewal after which a running task is lost"
+    )
     token: str = Field("", repr=False, description="bearer token for /api/* (empty: no auth)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated allowed CORS origins"

@@ -25,5 +25,11 @@ def task_id_from_headers(headers: Mapping[str, str], query: Mapping[str, str] | 
 
 
 def is_async_invocation(headers: Mapping[str, str]) -> bool:
-    """True when Function Compute delivers this request as an async invocation."""
-    return headers.get("x-fc-invocation-type", "").lower() == "async"
+    """True when Function Compute delivers this request as an async invocation.
+
+    FC does not document forwarding X-Fc-Invocation-Type to custom containers, so its
+    async task id headers count as the signal too.
+    """
+    if headers.get("x-fc-invocation-type", "").lower() == "async":
+        return True
+    return any(headers.get(name) for name in TASK_ID_HEADERS[1:])

@@ -9,8 +9,9 @@ from typing import Protocol, runtime_checkable
 from store.records import TaskRecord
 
 # Task ids end up in file names and Redis keys: letters, digits, '.', '_', '-' only,
-# starting with a letter or digit, so no id can climb out of a directory or hide a NUL.
-TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# starting with a letter, digit or '_' (Function Compute's async task ids may), never with
+# '.' or '-', so no id can climb out of a directory, hide a file or pose as an option.
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 class StoreError(Exception):
@@ -25,7 +26,8 @@ def validate_task_id(task_id: str) -> str:
     """Return task_id unchanged if it is a valid task id, else raise InvalidTaskId."""
     if not isinstance(task_id, str) or TASK_ID_PATTERN.fullmatch(task_id) is None:
         raise InvalidTaskId(
-            "task id must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit"
+            "task id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter,"
+            " digit or _"
         )
     return task_id
 

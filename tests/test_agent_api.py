@@ -42,7 +42,7 @@ def distinct(prompt: dict[str, Any], marker: str) -> dict[str, Any]:
 async def wait_until_running(agent: AgentUnderTest, task_id: str) -> None:
     """Wait until the agent started task_id (a run is a background task of its own)."""
     async with asyncio.timeout(10):
-        while agent.services.runner.get(task_id) is None:  # noqa: ASYNC110 (no event to await)
+        while agent.services.runner.get(task_id) is None:
             await asyncio.sleep(0.01)
 
 

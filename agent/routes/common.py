@@ -76,6 +76,14 @@ async def finished_body(
                 body: dict[str, Any] = {"message": "ResultFetchError", "error": str(exc)}
                 return 502, {**body, "task_id": record.task_id, "progress": record.progress_map()}
         return 200, progress_with_results(record, results)
+    if record.status is TaskStatus.LOST:
+        body = {
+            "message": "TaskLost",
+            "error": f"instance {record.instance} stopped renewing the task's lease",
+            "task_id": record.task_id,
+            "progress": record.progress_map(),
+        }
+        return 502, body
     status, message = task_error_status(record.error)
     error: Any = record.error.model_dump(mode="json") if record.error else None
     if record.error is not None and record.error.type == "prompt_validation":

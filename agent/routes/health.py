@@ -25,3 +25,34 @@ async def readyz(request: web.Request) -> web.Response:
     if body["ready"]:
         return web.json_response(body)
     return web.json_response(body, status=503, headers={"Retry-After": "5"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics of this instance."""
+    svc = services(request)
+    text = svc.runner.metrics.render(
+        queue_depth=len(svc.runner.active),
+        child_restarts=svc.backend.restarts,
+        comfyui_ready=svc.backend.ready,
+    )
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def initialize(request: web.Request) -> web.Response:
+    """FC's initializer hook: answer once ComfyUI is ready (bounded by --ready-timeout)."""
+    svc = services(request)
+    if await svc.backend.wait_ready(svc.settings.ready_timeout):
+        return web.json_response({"ready": True})
+    body = {"ready": False, "comfyui": svc.backend.state}
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})
+
+
+async def pre_stop(request: web.Request) -> web.Response:
+    """FC's preStop hook: let running tasks finish (up to --shutdown-grace), store states.
+
+    FC may call it before freezing an instance as well as before destroying it, so it
+    drains without refusing new work or stopping ComfyUI; SIGTERM does the stopping.
+    """
+    svc = services(request)
+    left = await svc.runner.drain(svc.settings.shutdown_grace)
+    return web.json_response({"unfinished_tasks": left, "unsaved_records": len(svc.runner.unsaved)})

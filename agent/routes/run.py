@@ -1,8 +1,18 @@
-"""POST /api/run: run a workflow and answer when it is done (the Go agent's sync call)."""
+"""POST /api/run: run a workflow and answer when it is done (the Go agent's sync call).
+
+Under Function Compute async invocation (`X-Fc-Invocation-Type: Async`) the same request
+is delivered at least once, so it is idempotent per task id: a task that succeeded is
+answered from the store without running again, one still running (here or elsewhere) is
+waited for, one that failed or was lost is run again; and only failures worth retrying
+answer 5xx with `x-fc-status: 404` (FC's failure signal), so FC does not re-run a
+workflow that can only fail the same way.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -16,27 +26,85 @@ from agent.routes.common import (
     task_headers,
     workflow_from_body,
 )
-from agent.runner import QueueFull, RunHandle, ShuttingDown, TaskAlreadyRunning
+from agent.routes.status import load_task
+from agent.runner import (
+    QueueFull,
+    RunHandle,
+    ShuttingDown,
+    StoreUnavailable,
+    TaskAlreadyRunning,
+)
 from agent.services import Services, services
-from agent.task_ids import task_id_from_headers
+from agent.task_ids import is_async_invocation, task_id_from_headers
+from agent.task_watch import wait_for_end
 from store.base import InvalidTaskId
+from store.records import TaskRecord, TaskStatus
+
+log = logging.getLogger("agent.run")
+
+# Task errors that another attempt may not hit: the only ones answered 5xx under async.
+RETRYABLE_ERRORS = frozenset(
+    {"comfyui_crashed", "comfyui_unavailable", "store_error", "timeout", "shutting_down"}
+)
+# Status for a task that ended for good under async invocation: not 5xx and without the
+# failure header, so FC does not re-run a workflow that fails the same way every time.
+ASYNC_FINAL_FAILURE_STATUS = 200
+# Function Compute counts an invocation as failed (and retries async ones) when the
+# response carries this header with this value; without it, any answer is a success.
+FC_STATUS_HEADER = "x-fc-status"
+FC_FAILED = "404"
 
 
-def start_run(svc: Services, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
-    """Start a run, turning refusals into API errors."""
+async def start_run(svc: Services, task_id: str, workflow: dict[str, Any]) -> RunHandle:
+    """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
-        return svc.runner.start(task_id, workflow)
+        return await svc.runner.start(task_id, workflow)
     except TaskAlreadyRunning as exc:
         raise ApiError(
-            409,
-            "TaskAlreadyRunning",
-            f"task {task_id} is already running",
-            headers=task_headers(task_id, "running"),
+            409, "TaskAlreadyRunning", str(exc), headers=task_headers(task_id, "running")
         ) from exc
     except QueueFull as exc:
         raise ApiError(429, "QueueFull", str(exc), headers={"Retry-After": "5"}) from exc
     except ShuttingDown as exc:
         raise unavailable(str(exc), message="ShuttingDown") from exc
+    except StoreUnavailable as exc:
+        raise unavailable(f"task store unavailable: {exc}", message="StoreError") from exc
+
+
+async def run_to_end(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+    """Start the run and wait for it; the run goes on if the caller leaves."""
+    handle = await start_run(svc, task_id, workflow)
+    await asyncio.shield(handle.done.wait())
+    return handle.snapshot()
+
+
+async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+    """The task's outcome, running it only when no earlier delivery succeeded or runs."""
+    lease = svc.runner.options.lease
+    deadline = time.monotonic() + lease + 10
+    while True:
+        existing = await load_task(svc, task_id)
+        if existing is not None:
+            status = existing.effective_status(time.time())
+            if status is TaskStatus.SUCCEEDED:
+                log.info("task %s: delivered again; answering the stored result", task_id)
+                return existing
+            if not status.is_terminal:
+                log.info("task %s: delivered again while it runs; waiting for it", task_id)
+                final = await wait_for_end(svc.runner, svc.store, task_id, lease_check=lease / 3)
+                if final is not None and final.status is not TaskStatus.LOST:
+                    return final
+        try:
+            handle = await svc.runner.start(task_id, workflow)
+        except TaskAlreadyRunning:
+            # Claimed by another delivery in between, or a dead owner's claim not yet
+            # expired: look again shortly.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        await asyncio.shield(handle.done.wait())
+        return handle.snapshot()
 
 
 async def run_sync(request: web.Request) -> web.Response:
@@ -46,6 +114,7 @@ async def run_sync(request: web.Request) -> web.Response:
         task_id = task_id_from_headers(request.headers)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
+    async_invocation = is_async_invocation(request.headers)
     try:
         mode = results_mode(request, svc.settings.results)
         workflow = workflow_from_body(await read_json_body(request, svc.settings.max_body))
@@ -53,12 +122,41 @@ async def run_sync(request: web.Request) -> web.Response:
         # Refused before a task existed: nothing is stored, but the caller learns the id.
         exc.headers.setdefault("X-Task-Id", task_id)
         raise
-    handle = start_run(svc, task_id, workflow)
-    # The run lives on in its own task: a client that disconnects does not stop it.
-    await asyncio.shield(handle.done.wait())
-    record = handle.snapshot()
+    if async_invocation:
+        try:
+            record = await run_idempotently(svc, task_id, workflow)
+        except TaskAlreadyRunning as exc:
+            raise _retry_later(unavailable(str(exc), message="TaskAlreadyRunning")) from exc
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                _retry_later(exc)
+            raise
+        # Nobody reads an async answer's body inline: files stay on the output storage.
+        mode = "none"
+    else:
+        record = await run_to_end(svc, task_id, workflow)
     status, body = await finished_body(svc, record, mode)
     headers = task_headers(task_id, record.status)
+    if async_invocation:
+        status = async_status(record, status)
+        if status >= 500:
+            # FC judges an async invocation by this header, not by the HTTP status.
+            headers[FC_STATUS_HEADER] = FC_FAILED
     if status == 503:
         headers["Retry-After"] = "5"
     return web.json_response(body, status=status, headers=headers)
+
+
+def _retry_later(exc: ApiError) -> ApiError:
+    """Mark a refusal (busy, stopping, store down) as failed for FC, so it delivers again."""
+    exc.headers[FC_STATUS_HEADER] = FC_FAILED
+    return exc
+
+
+def async_status(record: TaskRecord, status: int) -> int:
+    """Under async invocation, 5xx only for failures another attempt may not hit."""
+    if status < 500 or record.status is TaskStatus.LOST:
+        return status
+    if record.error is not None and record.error.type in RETRYABLE_ERRORS:
+        return status
+    return ASYNC_FINAL_FAILURE_STATUS

@@ -27,6 +27,7 @@ from agent.routes.status import load_task
 from agent.runner import RunHandle
 from agent.services import Services, services
 from agent.task_ids import task_id_from_headers
+from agent.task_watch import follow_task
 from store.base import InvalidTaskId, validate_task_id
 from store.records import TaskRecord
 
@@ -61,9 +62,9 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
     workflow = workflow_from_body(await _first_message(ws))
-    handle = start_run(svc, task_id, workflow)
+    handle = await start_run(svc, task_id, workflow)
     previews = request.query.get("previews") in ("1", "true")
-    await _stream(svc, ws, task_id, _live_updates(handle), mode, handle if previews else None)
+    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None)
 
 
 async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
@@ -71,18 +72,11 @@ async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: s
         validate_task_id(task_id)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
-    handle = svc.runner.get(task_id)
-    if handle is not None:
-        await _stream(svc, ws, task_id, _live_updates(handle), mode, None)
-        return
     if await load_task(svc, task_id) is None:
         raise ApiError(404, "TaskNotFound", f"task {task_id} not found")
-    await _stream(svc, ws, task_id, svc.store.watch(task_id), mode, None)
-
-
-async def _live_updates(handle: RunHandle) -> AsyncGenerator[TaskRecord, None]:
-    async for record in handle.updates():
-        yield record
+    lease_check = svc.runner.options.lease / 3
+    updates = follow_task(svc.runner, svc.store, task_id, lease_check=lease_check)
+    await _stream(svc, ws, task_id, updates, mode, None)
 
 
 async def _stream(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from agent.errors import ApiError, bad_request
@@ -12,14 +14,15 @@ from store.records import TaskRecord
 
 
 async def load_task(svc: Services, task_id: str) -> TaskRecord | None:
-    """The freshest record: the live one when it runs here, else the store's."""
-    handle = svc.runner.get(task_id)
-    if handle is not None:
-        return handle.snapshot()
+    """The freshest record (live here, else stored), `lost` once its owner's lease ran out."""
+    record = svc.runner.local_record(task_id)
+    if record is not None:
+        return record
     try:
-        return await svc.store.load(task_id)
+        stored = await svc.store.load(task_id)
     except StoreError as exc:
         raise ApiError(503, "StoreError", str(exc), headers={"Retry-After": "2"}) from exc
+    return stored.as_seen_at(time.time()) if stored is not None else None
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -1,0 +1,128 @@
+"""Writes one run's task record to the store: coalesced, in the background, lease renewed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from store.base import Store
+from store.records import TaskRecord
+
+log = logging.getLogger("agent.writer")
+
+
+class RecordWriter:
+    """Soon after state changes, at most every `interval` for progress, every lease/3 anyway.
+
+    Writes happen in a background task, so a slow store (fsync on a NAS, a Redis round
+    trip) never delays event handling; only the first and the final write are awaited by
+    the run. Each write stamps `lease_expires_at`, and the periodic write also renews the
+    task's claim, so other instances can tell a live owner from a dead one.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        snapshot: Callable[[], TaskRecord],
+        *,
+        owner: str,
+        interval: float,
+        lease: float,
+        clock: Callable[[], float],
+        on_failure: Callable[[Exception], None],
+        on_write: Callable[[float], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._owner = owner
+        self._interval = interval
+        self._lease = lease
+        self._clock = clock
+        self._on_failure = on_failure
+        self._on_write = on_write
+        self._dirty = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._closing = False
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self.writes = 0
+
+    async def start(self) -> bool:
+        """Write the first record (awaited: it must exist before the caller is answered)."""
+        ok = await self._write()
+        self._flusher = asyncio.create_task(self._flush_loop())
+        return ok
+
+    def mark_dirty(self, *, urgent: bool = False) -> None:
+        """The record changed; write it within `interval` (urgent: as soon as possible)."""
+        self._dirty.set()
+        if urgent:
+            self._urgent.set()
+
+    async def close(self, attempts: int = 4) -> bool:
+        """Stop the background writes, then write the final record; False if the store failed."""
+        # Told to stop, never cancelled: a file write finishing in its thread after the
+        # final one would put an older state back.
+        self._closing = True
+        self._dirty.set()
+        self._urgent.set()
+        if self._flusher is not None:
+            await self._flusher
+        delay = 0.1
+        for attempt in range(attempts):
+            if await self._write():
+                return True
+            if attempt + 1 < attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        return False
+
+    async def _flush_loop(self) -> None:
+        renew_every = max(self._lease / 3, 0.05)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(renew_every):
+                    await self._dirty.wait()
+            if self._closing:
+                return
+            dirty = self._dirty.is_set()
+            self._dirty.clear()
+            self._urgent.clear()
+            if not dirty:
+                # Nothing changed for a while (a long node, the queue): renew the lease.
+                await self._renew_claim()
+            if not await self._write():
+                self._dirty.set()
+            # Coalesce progress for `interval`, unless a state change wants out sooner.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._urgent.wait()
+
+    async def _renew_claim(self) -> None:
+        record = self._snapshot()
+        try:
+            if not await self._store.claim(record.task_id, self._owner, self._lease):
+                log.error("task %s: another instance took over its claim", record.task_id)
+        except Exception as exc:  # the run goes on; the next renewal tries again
+            self._on_failure(exc)
+
+    async def _write(self) -> bool:
+        async with self._lock:
+            record = self._snapshot()
+            if not record.status.is_terminal:
+                record.lease_expires_at = self._clock() + self._lease
+            else:
+                record.lease_expires_at = None
+            started = self._clock()
+            try:
+                await self._store.save(record)
+            except Exception as exc:  # a store outage must not kill the run
+                self._on_failure(exc)
+                log.warning("task %s: store write failed: %r", record.task_id, exc)
+                return False
+            self.writes += 1
+            if self._on_write is not None:
+                self._on_write(self._clock() - started)
+            return True

@@ -1,0 +1,106 @@
+"""The task API: POST /api/tasks (start, 202), GET and DELETE /api/tasks/{id}.
+
+For platforms that do not freeze idle instances: the run goes on in the background and
+any instance answers for it. Starting a task id that succeeded or still runs does not run
+it again (the answer says so with the record); one that failed or was lost runs again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent.errors import ApiError, not_found
+from agent.routes.common import (
+    invalid_task_id,
+    read_json_body,
+    task_headers,
+    workflow_from_body,
+)
+from agent.routes.run import start_run
+from agent.routes.status import load_task
+from agent.services import Services, services
+from agent.task_ids import task_id_from_headers
+from store.base import InvalidTaskId, StoreError, validate_task_id
+from store.records import TaskRecord, TaskStatus
+
+
+def record_response(record: TaskRecord, status: int = 200) -> web.Response:
+    """The task record as JSON, with the task headers (and Location for new tasks)."""
+    headers = task_headers(record.task_id, record.status)
+    headers["Location"] = f"/api/tasks/{record.task_id}"
+    return web.json_response(record.model_dump(mode="json"), status=status, headers=headers)
+
+
+def _task_id(request: web.Request) -> str:
+    try:
+        return validate_task_id(request.match_info["task_id"])
+    except InvalidTaskId as exc:
+        raise invalid_task_id(exc) from exc
+
+
+async def _known(svc: Services, task_id: str) -> TaskRecord:
+    record = await load_task(svc, task_id)
+    if record is None:
+        raise not_found(f"task {task_id} not found")
+    return record
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """The task record (status `lost` once its owner stopped renewing it)."""
+    svc = services(request)
+    return record_response(await _known(svc, _task_id(request)))
+
+
+async def create_task(request: web.Request) -> web.Response:
+    """Start the workflow in the body as a background task: 202 with the record."""
+    svc = services(request)
+    try:
+        task_id = task_id_from_headers(request.headers)
+    except InvalidTaskId as exc:
+        raise invalid_task_id(exc) from exc
+    try:
+        workflow: dict[str, Any] = workflow_from_body(
+            await read_json_body(request, svc.settings.max_body)
+        )
+    except ApiError as exc:
+        exc.headers.setdefault("X-Task-Id", task_id)
+        raise
+    existing = await load_task(svc, task_id)
+    if existing is not None:
+        status = existing.effective_status(time.time())
+        if status is TaskStatus.SUCCEEDED:
+            return record_response(existing, 200)
+        if not status.is_terminal:
+            return record_response(existing, 202)
+    try:
+        handle = await start_run(svc, task_id, workflow)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        # Another request started it just now: report that one.
+        return record_response(await _known(svc, task_id), 202)
+    return record_response(handle.snapshot(), 202)
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    """Interrupt the task, wherever it runs: 202 with the record as it is now."""
+    svc = services(request)
+    task_id = _task_id(request)
+    record = await _known(svc, task_id)
+    if record.status.is_terminal:
+        raise ApiError(
+            409,
+            "TaskFinished",
+            f"task {task_id} already ended ({record.status.value})",
+            headers=task_headers(task_id, record.status),
+        )
+    if not await svc.runner.interrupt(task_id):
+        # It runs on another instance: ask its owner through the store.
+        try:
+            await svc.store.request_cancel(task_id)
+        except StoreError as exc:
+            raise ApiError(503, "StoreError", str(exc), headers={"Retry-After": "2"}) from exc
+    return record_response(await _known(svc, task_id), 202)

@@ -1,0 +1,83 @@
+"""Follow a task to its end wherever it runs: live on this instance, or through the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+
+from agent.runner import TaskRunner
+from store.base import Store
+from store.records import TaskRecord, TaskStatus
+
+
+async def follow_task(
+    runner: TaskRunner,
+    store: Store,
+    task_id: str,
+    *,
+    lease_check: float,
+    clock: Callable[[], float] = time.time,
+) -> AsyncGenerator[TaskRecord, None]:
+    """Yield the task's record on every change, ending with a terminal (or `lost`) one.
+
+    A task of this instance is followed live. Otherwise the store is watched; since a dead
+    owner sends nothing more, the record's lease is checked every `lease_check` seconds
+    and the task ends as `lost` once it ran out.
+    """
+    handle = runner.get(task_id)
+    if handle is not None:
+        async for record in handle.updates():
+            yield record
+        return
+    queue: asyncio.Queue[TaskRecord | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for record in store.watch(task_id):
+                queue.put_nowait(record)
+        finally:
+            queue.put_nowait(None)
+
+    pumping = asyncio.create_task(pump())
+    last: TaskRecord | None = None
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(lease_check):
+                    item = await queue.get()
+            except TimeoutError:
+                # Nothing new: has the owner's lease run out meanwhile?
+                if last is not None:
+                    seen = last.as_seen_at(clock())
+                    if seen.status is TaskStatus.LOST:
+                        yield seen
+                        return
+                continue
+            if item is None:
+                pumping.result()  # the watch ended: re-raise its error, if any
+                return
+            last = item
+            seen = item.as_seen_at(clock())
+            yield seen
+            if seen.status.is_terminal:
+                return
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumping
+
+
+async def wait_for_end(
+    runner: TaskRunner, store: Store, task_id: str, *, lease_check: float
+) -> TaskRecord | None:
+    """The task's terminal (or lost) record, waiting as long as it runs; None if unknown."""
+    final: TaskRecord | None = None
+    updates = follow_task(runner, store, task_id, lease_check=lease_check)
+    try:
+        async for record in updates:
+            final = record
+    finally:
+        await updates.aclose()
+    return final
