@@ -11,6 +11,7 @@ from store.records import (
     TaskRecord,
     TaskStatus,
 )
+from store.redis import RedisStore
 
 __all__ = [
     "FileStore",
@@ -18,6 +19,7 @@ __all__ = [
     "MemoryStore",
     "NodeProgress",
     "OutputFile",
+    "RedisStore",
     "Store",
     "StoreError",
     "TaskError",

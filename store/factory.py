@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from store.base import Store, StoreError
+from store.base import Store
 from store.file import FileStore
 from store.memory import MemoryStore
+from store.redis import RedisStore
 
 ACCEPTED_URLS = (
     "memory://",
@@ -19,6 +21,13 @@ ACCEPTED_URLS = (
 
 # Query parameters a file:// URL may carry, passed to FileStore as floats.
 _FILE_OPTIONS = ("poll_interval", "sweep_interval", "temp_max_age")
+# Query parameters a redis:// URL may carry: RedisStore keywords (positive numbers)...
+_REDIS_SECONDS = ("socket_timeout", "connect_timeout", "reconnect_limit", "keepalive")
+# ...and redis-py TLS settings, for rediss:// only.
+_REDIS_TLS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_check_hostname")
+_REDIS_OPTIONS = ("prefix", *_REDIS_SECONDS, "retries", *_REDIS_TLS)
+_CERT_REQS = ("none", "optional", "required")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def open_store(url: str, *, ttl: float | None, instance: str | None = None) -> Store:
@@ -34,8 +43,7 @@ def open_store(url: str, *, ttl: float | None, instance: str | None = None) -> S
     if scheme == "file":
         return _open_file_store(url, rest, ttl)
     if scheme in ("redis", "rediss"):
-        # `instance` is for the Redis store (client name, lease owner); unused until then.
-        raise StoreError("redis store not available yet; use memory:// or file://")
+        return _open_redis_store(url, ttl, instance)
     raise ValueError(
         f"unknown store scheme {scheme!r} in {url!r}; accepted: {', '.join(ACCEPTED_URLS)}"
     )
@@ -72,3 +80,66 @@ def _file_options(url: str, query: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"option {name} in {url!r} must be a number, got {value!r}") from None
     return options
+
+
+def _open_redis_store(url: str, ttl: float | None, instance: str | None) -> RedisStore:
+    try:
+        parts = urlsplit(url)
+        # Reading .port validates it.
+        if parts.port == 0:
+            raise ValueError("port 0")
+    except ValueError as exc:
+        raise ValueError(f"bad redis store URL {url!r}: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"redis store URL {url!r} names no host; expected redis://host:port/db")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"redis store URL {url!r}: the path must be a database number")
+    if parts.fragment:
+        raise ValueError(f"redis store URL {url!r} must not have a #fragment")
+    scheme = parts.scheme.lower()
+    options = _redis_options(url, scheme, parts.query)
+    # The query is ours (validated above), so redis-py gets the URL without it.
+    base = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+    return RedisStore(base, ttl=ttl, instance=instance, **options)
+
+
+def _redis_options(url: str, scheme: str, query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    client_options: dict[str, Any] = {}
+    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    for name, value in pairs:
+        if name not in _REDIS_OPTIONS or (name in _REDIS_TLS and scheme != "rediss"):
+            accepted = [o for o in _REDIS_OPTIONS if scheme == "rediss" or o not in _REDIS_TLS]
+            raise ValueError(f"unknown option {name!r} in {url!r}; accepted: {', '.join(accepted)}")
+        if name in options or name in client_options:
+            raise ValueError(f"option {name} given twice in {url!r}")
+        if name == "prefix":
+            options[name] = value
+        elif name in _REDIS_SECONDS:
+            options[name] = _number(url, name, value, float)
+        elif name == "retries":
+            options[name] = _number(url, name, value, int)
+        elif name == "ssl_cert_reqs":
+            if value not in _CERT_REQS:
+                raise ValueError(f"{name} in {url!r} must be one of {', '.join(_CERT_REQS)}")
+            client_options[name] = value
+        elif name == "ssl_check_hostname":
+            if value.lower() not in _BOOLEANS:
+                raise ValueError(f"{name} in {url!r} must be true or false, got {value!r}")
+            client_options[name] = _BOOLEANS[value.lower()]
+        else:
+            client_options[name] = value
+    if client_options:
+        options["client_options"] = client_options
+    return options
+
+
+def _number(url: str, name: str, value: str, kind: type[float] | type[int]) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"option {name} in {url!r} must be a number, got {value!r}") from None
+    if number < 0 or (kind is float and number == 0):
+        raise ValueError(f"option {name} in {url!r} is out of range: {value!r}")
+    return number

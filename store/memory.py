@@ -1,72 +1,17 @@
-"""In-process task store, plus the in-process pieces the other stores share (TTL, wake-ups)."""
+"""In-process task store: for tests and single-instance deployments."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 
 from store.base import StoreError, validate_task_id
+from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.records import TaskRecord
 
 # Expired records are pruned on save at most this often, so a busy store does not rescan
 # every record on every save; load() hides expired records in between anyway.
 _MAX_PRUNE_INTERVAL = 60.0
-
-
-def check_ttl(ttl: float | None) -> float | None:
-    """Return the TTL in seconds, or None for 'keep forever' (ttl 0 or None)."""
-    if ttl is None or ttl == 0:
-        return None
-    if ttl < 0:
-        raise ValueError(f"ttl must be >= 0 seconds (0 or None keeps records forever), got {ttl}")
-    return float(ttl)
-
-
-def is_expired(record: TaskRecord, ttl: float | None, now: float) -> bool:
-    """True when the record is terminal and finished more than ttl seconds before now."""
-    if ttl is None or not record.status.is_terminal:
-        return False
-    # A terminal record without finished_at (e.g. LOST written by a reader) ages from its
-    # last update instead, so it still expires.
-    finished = record.finished_at if record.finished_at is not None else record.updated_at
-    return now - finished > ttl
-
-
-class Watchers:
-    """Wake-up events of the watch() iterators running in this process, per task id."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, set[asyncio.Event]] = {}
-
-    def add(self, task_id: str) -> asyncio.Event:
-        """Register a new watcher of task_id and return its event."""
-        event = asyncio.Event()
-        self._events.setdefault(task_id, set()).add(event)
-        return event
-
-    def remove(self, task_id: str, event: asyncio.Event) -> None:
-        """Unregister a watcher (idempotent)."""
-        events = self._events.get(task_id)
-        if events is None:
-            return
-        events.discard(event)
-        if not events:
-            del self._events[task_id]
-
-    def notify(self, task_id: str) -> None:
-        """Wake every watcher of task_id."""
-        for event in self._events.get(task_id, ()):
-            event.set()
-
-    def notify_all(self) -> None:
-        """Wake every watcher (the store is closing)."""
-        for events in self._events.values():
-            for event in events:
-                event.set()
-
-    def __len__(self) -> int:
-        return sum(len(events) for events in self._events.values())
 
 
 class MemoryStore:
@@ -75,9 +20,13 @@ class MemoryStore:
     def __init__(self, *, ttl: float | None = None) -> None:
         self._ttl = check_ttl(ttl)
         self._records: dict[str, TaskRecord] = {}
+        # Claims and cancel requests expire on the monotonic clock: they only ever concern
+        # this process, and a wall-clock step must not hand a task to a second runner.
+        self._claims: dict[str, tuple[str, float]] = {}  # task id -> (owner, expiry)
+        self._cancels: dict[str, float] = {}  # task id -> expiry
         self._watchers = Watchers()
         self._closed = False
-        self._last_prune = time.time()
+        self._last_prune = time.monotonic()
 
     async def save(self, task: TaskRecord) -> None:
         """Store a copy of the record, replacing any earlier version, and wake its watchers."""
@@ -86,7 +35,7 @@ class MemoryStore:
         # A JSON round trip rather than a deep copy: the record then holds exactly what the
         # file and Redis stores would give back, so tests on memory:// catch the same bugs.
         self._records[task_id] = TaskRecord.from_json(task.to_json())
-        self._prune(time.time())
+        self._prune()
         self._watchers.notify(task_id)
 
     async def load(self, task_id: str) -> TaskRecord | None:
@@ -103,12 +52,57 @@ class MemoryStore:
         self._check_open()
         return self._watch(task_id)
 
+    async def claim(self, task_id: str, owner: str, lease: float) -> bool:
+        """Take or renew the right to run task_id for lease s; False if another owner holds it."""
+        validate_task_id(task_id)
+        check_claim(owner, lease)
+        self._check_open()
+        now = time.monotonic()
+        held = self._claims.get(task_id)
+        if held is not None and held[1] > now:
+            if held[0] != owner:
+                return False
+            # A renewal: the cancel request (if any) still stands.
+            self._claims[task_id] = (owner, now + lease)
+            return True
+        self._claims[task_id] = (owner, now + lease)
+        self._cancels.pop(task_id, None)
+        return True
+
+    async def release(self, task_id: str, owner: str) -> None:
+        """Drop owner's claim on task_id; no effect when another owner holds it."""
+        validate_task_id(task_id)
+        self._check_open()
+        held = self._claims.get(task_id)
+        if held is not None and held[0] == owner:
+            del self._claims[task_id]
+
+    async def request_cancel(self, task_id: str) -> None:
+        """Ask the runner of task_id to interrupt it; the request is kept for the task TTL."""
+        validate_task_id(task_id)
+        self._check_open()
+        self._cancels[task_id] = time.monotonic() + cancel_ttl(self._ttl)
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        """True when an interrupt of task_id was requested since it was last claimed anew."""
+        validate_task_id(task_id)
+        self._check_open()
+        expiry = self._cancels.get(task_id)
+        if expiry is None:
+            return False
+        if expiry <= time.monotonic():
+            del self._cancels[task_id]
+            return False
+        return True
+
     async def close(self) -> None:
         """Drop all records; running watch() iterators raise StoreError (idempotent)."""
         if self._closed:
             return
         self._closed = True
         self._records.clear()
+        self._claims.clear()
+        self._cancels.clear()
         self._watchers.notify_all()
 
     async def _watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
@@ -138,12 +132,19 @@ class MemoryStore:
             return None
         return record
 
-    def _prune(self, now: float) -> None:
-        if self._ttl is None or now - self._last_prune < min(self._ttl, _MAX_PRUNE_INTERVAL):
+    def _prune(self) -> None:
+        tick = time.monotonic()
+        interval = _MAX_PRUNE_INTERVAL if self._ttl is None else min(self._ttl, _MAX_PRUNE_INTERVAL)
+        if tick - self._last_prune < interval:
             return
-        self._last_prune = now
+        self._last_prune = tick
+        now = time.time()
         for task_id in [t for t, r in self._records.items() if is_expired(r, self._ttl, now)]:
             del self._records[task_id]
+        for task_id in [t for t, (_, expiry) in self._claims.items() if expiry <= tick]:
+            del self._claims[task_id]
+        for task_id in [t for t, expiry in self._cancels.items() if expiry <= tick]:
+            del self._cancels[task_id]
 
     def _check_open(self) -> None:
         if self._closed:

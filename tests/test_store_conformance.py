@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +21,7 @@ from store import (
     MemoryStore,
     NodeProgress,
     OutputFile,
+    RedisStore,
     Store,
     StoreError,
     TaskError,
@@ -26,7 +29,7 @@ from store import (
     TaskStatus,
     open_store,
 )
-from tests.store_factories import STORE_KINDS, make_store, stored_names
+from tests.store_factories import STORE_KINDS, RedisTarget, make_store, stored_names
 
 # An upper bound only: every wait below ends as soon as its event happens.
 TIMEOUT = 5.0
@@ -41,12 +44,22 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make(kind: str, tmp_path: Path) -> AsyncIterator[MakeStore]:
+def target(kind: str, request: pytest.FixtureRequest) -> RedisTarget | None:
+    """The Redis server for the redis kind (started only when a redis test runs)."""
+    if kind != "redis":
+        return None
+    value = request.getfixturevalue("redis_target")
+    assert isinstance(value, RedisTarget)
+    return value
+
+
+@pytest.fixture
+async def make(kind: str, tmp_path: Path, target: RedisTarget | None) -> AsyncIterator[MakeStore]:
     """Open stores of this kind (closed after the test); make(ttl=...) for a custom TTL."""
     opened: list[Store] = []
 
     async def _make(ttl: float | None = DEFAULT_TTL) -> Store:
-        store = await make_store(kind, tmp_path, ttl)
+        store = await make_store(kind, tmp_path, ttl, redis_target=target)
         opened.append(store)
         return store
 
@@ -199,7 +212,7 @@ BAD_IDS = [
 
 @pytest.mark.parametrize("bad_id", BAD_IDS, ids=repr)
 async def test_invalid_ids_are_refused(
-    store: Store, kind: str, tmp_path: Path, bad_id: str
+    store: Store, kind: str, tmp_path: Path, target: RedisTarget | None, bad_id: str
 ) -> None:
     with pytest.raises(InvalidTaskId):
         await store.save(record(bad_id))
@@ -208,7 +221,7 @@ async def test_invalid_ids_are_refused(
     with pytest.raises(InvalidTaskId):
         # The call itself or the first step may refuse: both are fine.
         await anext(store.watch(bad_id))
-    assert stored_names(kind, store, tmp_path) == set()
+    assert stored_names(kind, store, tmp_path, redis_target=target) == set()
     assert not await asyncio.to_thread(os.path.exists, "/abs.json")
 
 
@@ -311,6 +324,23 @@ async def test_expired_terminal_records_disappear_running_ones_stay(make: MakeSt
         assert await store.load(kept) is not None, kept
 
 
+async def test_lost_tasks_expire_ttl_after_their_lease_ran_out(make: MakeStore) -> None:
+    store = await make(ttl=60)
+    now = time.time()
+    # Their owners stopped renewing: nobody will ever finish them.
+    await store.save(record("long-lost", TaskStatus.RUNNING, lease_expires_at=now - 61))
+    await store.save(record("lost-queued", TaskStatus.QUEUED, lease_expires_at=now - 1000))
+    await store.save(record("just-lost", TaskStatus.RUNNING, lease_expires_at=now - 30))
+    await store.save(record("leased", TaskStatus.RUNNING, lease_expires_at=now + 30))
+    for gone in ("long-lost", "lost-queued"):
+        assert await store.load(gone) is None, gone
+    just_lost = await store.load("just-lost")
+    assert just_lost is not None
+    assert just_lost.effective_status(time.time()) is TaskStatus.LOST
+    leased = await store.load("leased")
+    assert leased is not None and leased.effective_status(time.time()) is TaskStatus.RUNNING
+
+
 @pytest.mark.parametrize("ttl", [None, 0])
 async def test_no_ttl_keeps_records_forever(make: MakeStore, ttl: float | None) -> None:
     store = await make(ttl=ttl)
@@ -338,6 +368,18 @@ async def test_close_is_idempotent_and_final(store: Store) -> None:
         await store.load("task-1")
     with pytest.raises(StoreError):
         await anext(store.watch("task-1"))
+
+
+async def test_claims_and_cancels_after_close_raise(store: Store) -> None:
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.claim("task-1", "me", 30)
+    with pytest.raises(StoreError):
+        await store.release("task-1", "me")
+    with pytest.raises(StoreError):
+        await store.request_cancel("task-1")
+    with pytest.raises(StoreError):
+        await store.cancel_requested("task-1")
 
 
 async def test_close_of_an_unused_store(make: MakeStore) -> None:
@@ -378,10 +420,38 @@ async def test_open_store_file_relative_to_cwd(
     await store.close()
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://cache:6380/1"])
-def test_open_store_redis_is_not_available_yet(url: str) -> None:
-    with pytest.raises(StoreError, match="redis store not available yet"):
-        open_store(url, ttl=10, instance="i-1")
+@pytest.mark.parametrize(
+    ("url", "prefix", "where"),
+    [
+        ("redis://localhost:6379/0", "comfyui-agent:", "localhost:6379/0"),
+        ("redis://cache", "comfyui-agent:", "cache:6379/0"),
+        ("REDIS://:s3cret@cache:6380/2?prefix=fc.prod:&retries=0", "fc.prod:", "cache:6380/2"),
+        (
+            "rediss://user:s3cret@cache:6380/1?prefix=x:&socket_timeout=2&connect_timeout=1"
+            "&keepalive=10&reconnect_limit=5&ssl_cert_reqs=none&ssl_check_hostname=false",
+            "x:",
+            "cache:6380/1",
+        ),
+    ],
+)
+async def test_open_store_redis_builds_without_io(url: str, prefix: str, where: str) -> None:
+    store = open_store(url, ttl=10, instance="i-1")
+    assert isinstance(store, RedisStore)
+    assert store.prefix == prefix
+    assert store._where == where  # and never the password
+    await store.close()
+
+
+async def test_open_store_redis_works(redis_target: RedisTarget, tmp_path: Path) -> None:
+    prefix = redis_target.prefix_for(tmp_path)
+    store = open_store(f"{redis_target.url}?prefix={prefix}&socket_timeout=3", ttl=10)
+    try:
+        assert isinstance(store, RedisStore) and store.prefix == prefix
+        saved = record()
+        await store.save(saved)
+        assert await store.load("task-1") == saved
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
@@ -395,6 +465,24 @@ def test_open_store_redis_is_not_available_yet(url: str) -> None:
         "file:///tasks?bogus=1",
         "file:///tasks?poll_interval=fast",
         "memory://somewhere",
+        "redis://",
+        "redis://:6379/0",
+        "redis://host:port/0",
+        "redis://host:0/0",
+        "redis://host/zero",
+        "redis://host/0/1",
+        "redis://host/0#frag",
+        "redis://host/0?bogus=1",
+        "redis://host/0?ssl_cert_reqs=none",
+        "rediss://host/0?ssl_cert_reqs=maybe",
+        "rediss://host/0?ssl_check_hostname=perhaps",
+        "redis://host/0?socket_timeout=0",
+        "redis://host/0?socket_timeout=fast",
+        "redis://host/0?retries=-1",
+        "redis://host/0?retries=1.5",
+        "redis://host/0?prefix=a+b",
+        "redis://host/0?prefix=a:&prefix=b:",
+        "redis://host/0?prefix",
     ],
 )
 def test_open_store_refuses_bad_urls(url: str) -> None:
@@ -403,3 +491,224 @@ def test_open_store_refuses_bad_urls(url: str) -> None:
     if url.startswith(("s3:", "tasks")):
         for accepted in ("memory://", "file://", "redis://", "rediss://"):
             assert accepted in str(refused.value)
+
+
+# --- claims and cancel requests ----------------------------------------------------------
+
+
+async def test_claim_of_a_free_task(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 30)
+
+
+async def test_claim_held_by_another_owner_is_refused_while_live(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 30)
+    assert not await store.claim("task-1", "owner-b", 30)
+    assert not await store.claim("task-1", "owner-b", 30)
+    # Claims are per task.
+    assert await store.claim("task-2", "owner-b", 30)
+
+
+async def test_same_owner_renews_and_extends(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 0.6)
+    await asyncio.sleep(0.35)
+    assert await store.claim("task-1", "owner-a", 0.6)
+    await asyncio.sleep(0.35)
+    # Past the first lease, within the renewed one.
+    assert not await store.claim("task-1", "owner-b", 0.6)
+
+
+async def test_expired_claim_goes_to_another_owner(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 0.1)
+    await asyncio.sleep(0.25)
+    assert await store.claim("task-1", "owner-b", 30)
+    assert not await store.claim("task-1", "owner-a", 30)
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    won = await asyncio.gather(*(store.claim("task-1", f"owner-{n}", 30) for n in range(16)))
+    assert sum(won) == 1
+
+
+async def test_release_frees_the_task_for_others(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 30)
+    await store.release("task-1", "owner-a")
+    assert await store.claim("task-1", "owner-b", 30)
+
+
+async def test_release_by_another_owner_does_nothing(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 30)
+    await store.release("task-1", "owner-b")
+    assert not await store.claim("task-1", "owner-b", 30)
+    await store.release("never-claimed", "owner-b")  # harmless too
+
+
+async def test_cancel_is_not_requested_by_default(store: Store) -> None:
+    assert not await store.cancel_requested("task-1")
+    assert await store.claim("task-1", "owner-a", 30)
+    assert not await store.cancel_requested("task-1")
+
+
+async def test_new_claim_clears_a_cancel_request_renewal_keeps_it(store: Store) -> None:
+    await store.request_cancel("task-1")
+    assert await store.cancel_requested("task-1")
+    assert await store.claim("task-1", "owner-a", 30)  # new: starts clean
+    assert not await store.cancel_requested("task-1")
+    await store.request_cancel("task-1")
+    await store.request_cancel("task-1")  # asking twice is asking once
+    assert await store.claim("task-1", "owner-a", 30)  # renewal: the request stands
+    assert await store.cancel_requested("task-1")
+    assert not await store.claim("task-1", "owner-b", 30)  # refused: changes nothing
+    assert await store.cancel_requested("task-1")
+    await store.release("task-1", "owner-a")
+    assert await store.claim("task-1", "owner-b", 30)  # new again
+    assert not await store.cancel_requested("task-1")
+
+
+async def test_taking_over_an_expired_claim_clears_a_cancel_request(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 0.1)
+    await store.request_cancel("task-1")
+    await asyncio.sleep(0.25)
+    assert await store.cancel_requested("task-1")  # the run it was for may still be ending
+    assert await store.claim("task-1", "owner-b", 30)
+    assert not await store.cancel_requested("task-1")
+
+
+async def test_cancel_request_for_an_unknown_task_is_harmless(store: Store) -> None:
+    await store.request_cancel("nobody")
+    assert await store.load("nobody") is None
+    assert await store.cancel_requested("nobody")
+    assert await store.claim("nobody", "owner-a", 30)
+    assert not await store.cancel_requested("nobody")
+
+
+async def test_cancel_requests_are_per_task(store: Store) -> None:
+    await store.request_cancel("task-1")
+    assert not await store.cancel_requested("task-2")
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS, ids=repr)
+async def test_invalid_ids_are_refused_by_claims_and_cancels(
+    store: Store, kind: str, tmp_path: Path, target: RedisTarget | None, bad_id: str
+) -> None:
+    with pytest.raises(InvalidTaskId):
+        await store.claim(bad_id, "owner-a", 30)
+    with pytest.raises(InvalidTaskId):
+        await store.release(bad_id, "owner-a")
+    with pytest.raises(InvalidTaskId):
+        await store.request_cancel(bad_id)
+    with pytest.raises(InvalidTaskId):
+        await store.cancel_requested(bad_id)
+    assert stored_names(kind, store, tmp_path, redis_target=target) == set()
+
+
+@pytest.mark.parametrize(
+    ("owner", "lease"),
+    [("", 30), ("owner-a", 0), ("owner-a", -1), ("owner-a", float("nan")), ("a", float("inf"))],
+)
+async def test_bad_claim_arguments_are_refused(
+    store: Store,
+    kind: str,
+    tmp_path: Path,
+    target: RedisTarget | None,
+    owner: str,
+    lease: float,
+) -> None:
+    with pytest.raises(ValueError):
+        await store.claim("task-1", owner, lease)
+    assert stored_names(kind, store, tmp_path, redis_target=target) == set()
+
+
+# --- the file store's claims on disk -----------------------------------------------------
+
+
+@pytest.fixture
+async def file_store(tmp_path: Path) -> AsyncIterator[FileStore]:
+    opened = FileStore(tmp_path / "tasks", ttl=60, sweep_interval=3600)
+    yield opened
+    await opened.close()
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document))
+
+
+async def test_file_claims_and_cancels_live_in_their_own_directory(file_store: FileStore) -> None:
+    await file_store.save(record())
+    assert await file_store.claim("task-1", "owner-a", 30)
+    await file_store.request_cancel("task-1")
+    claims = file_store.directory / ".claims"
+    assert {p.name for p in file_store.directory.iterdir()} == {"task-1.json", ".claims"}
+    assert {p.name for p in claims.iterdir()} == {"task-1.claim", "task-1.cancel"}
+    claim = json.loads((claims / "task-1.claim").read_text())
+    assert claim["owner"] == "owner-a" and claim["expires_at"] > time.time() + 29
+    await file_store.release("task-1", "owner-a")
+    assert {p.name for p in claims.iterdir()} == {"task-1.cancel"}
+
+
+async def test_file_claims_without_hard_links(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: Any, target: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    won = await asyncio.gather(*(file_store.claim("task-1", f"o-{n}", 30) for n in range(8)))
+    assert sum(won) == 1
+    assert not any(p.name.endswith(".tmp") for p in (file_store.directory / ".claims").iterdir())
+
+
+async def test_file_claim_being_written_counts_as_held_then_as_garbage(
+    file_store: FileStore,
+) -> None:
+    await file_store.request_cancel("task-1")  # creates the directory
+    path = file_store.directory / ".claims" / "task-1.claim"
+    path.write_bytes(b"")  # what O_EXCL creation shows before its write lands
+    assert not await file_store.claim("task-1", "owner-a", 30)
+    then = time.time() - 60
+    os.utime(path, (then, then))
+    assert await file_store.claim("task-1", "owner-a", 30)
+    assert json.loads(path.read_text())["owner"] == "owner-a"
+
+
+async def test_file_sweep_removes_expired_claims_and_cancel_requests(
+    file_store: FileStore,
+) -> None:
+    now = time.time()
+    claims = file_store.directory / ".claims"
+    for task_id in ("old", "recent", "live", "lost"):
+        assert await file_store.claim(task_id, "owner-a", 30)
+        await file_store.request_cancel(task_id)
+    write_json(claims / "old.claim", {"owner": "a", "expires_at": now - 120, "token": "t"})
+    write_json(claims / "recent.claim", {"owner": "a", "expires_at": now - 5, "token": "t"})
+    write_json(claims / "old.cancel", {"requested_at": now - 100, "expires_at": now - 40})
+    # A task whose record expires takes its cancel request along.
+    await file_store.save(record("lost", TaskStatus.RUNNING, lease_expires_at=now - 20_000))
+    age = now - 20_000
+    os.utime(file_store.directory / "lost.json", (age, age))
+    stale_temp = claims / ".old.0123.tmp"
+    stale_temp.write_text("{")
+    os.utime(stale_temp, (age, age))
+    (claims / "notes.txt").write_text("left alone")
+
+    assert await file_store.sweep() == 5
+    assert {p.name for p in claims.iterdir()} == {
+        "recent.claim",  # expired, but within CLAIM_SWEEP_GRACE
+        "recent.cancel",
+        "live.claim",
+        "live.cancel",
+        "lost.claim",
+        "notes.txt",
+    }
+    assert not await file_store.cancel_requested("old")
+    assert await file_store.cancel_requested("recent")
+    assert await file_store.claim("old", "owner-b", 30)
+    assert await file_store.sweep() == 0
+
+
+async def test_file_expired_cancel_request_is_not_reported(file_store: FileStore) -> None:
+    await file_store.request_cancel("task-1")
+    marker = file_store.directory / ".claims" / "task-1.cancel"
+    write_json(marker, {"requested_at": 1.0, "expires_at": 2.0})
+    assert not await file_store.cancel_requested("task-1")
+    marker.write_text("garbage")  # somebody asked, even if we cannot read when
+    assert await file_store.cancel_requested("task-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,8 @@ from store.base import InvalidTaskId
 from store.records import TaskRecord, TaskStatus
 
 RESULT_MODES = ("base64", "none")
+
+log = logging.getLogger("agent.routes")
 
 
 def task_headers(task_id: str, status: TaskStatus | str) -> dict[str, str]:
@@ -64,15 +67,23 @@ def invalid_task_id(exc: InvalidTaskId) -> ApiError:
 
 
 async def finished_body(
-    services: Services, record: TaskRecord, mode: str
+    services: Services, record: TaskRecord, mode: str, *, require_results: bool = True
 ) -> tuple[int, dict[str, Any]]:
-    """Status and body for a finished task: the progress map, or the error with it."""
+    """Status and body for a finished task: the progress map, or the error with it.
+
+    With require_results False (watching a task that may have run on another instance,
+    whose output files this instance's ComfyUI may not see), files that cannot be read
+    are left out instead of failing the answer.
+    """
     if record.status is TaskStatus.SUCCEEDED:
         results = None
         if mode == "base64":
             try:
                 results = await fetch_results(services.client, record)
             except ComfyUIError as exc:
+                if not require_results:
+                    log.info("task %s: results not inlined: %s", record.task_id, exc)
+                    return 200, record.progress_map()
                 body: dict[str, Any] = {"message": "ResultFetchError", "error": str(exc)}
                 return 502, {**body, "task_id": record.task_id, "progress": record.progress_map()}
         return 200, progress_with_results(record, results)

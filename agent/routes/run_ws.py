@@ -64,7 +64,7 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
     workflow = workflow_from_body(await _first_message(ws))
     handle = await start_run(svc, task_id, workflow)
     previews = request.query.get("previews") in ("1", "true")
-    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None)
+    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
 
 
 async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
@@ -76,7 +76,7 @@ async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: s
         raise ApiError(404, "TaskNotFound", f"task {task_id} not found")
     lease_check = svc.runner.options.lease / 3
     updates = follow_task(svc.runner, svc.store, task_id, lease_check=lease_check)
-    await _stream(svc, ws, task_id, updates, mode, None)
+    await _stream(svc, ws, task_id, updates, mode, None, False)
 
 
 async def _stream(
@@ -86,6 +86,7 @@ async def _stream(
     updates: AsyncGenerator[TaskRecord, None],
     mode: str,
     previews_from: RunHandle | None,
+    require_results: bool,
 ) -> None:
     """Send progress until the task ends, then the result or error; stop if the client goes."""
     reader = asyncio.create_task(_drain(ws))
@@ -105,7 +106,7 @@ async def _stream(
                 sent = progress
         if last is None or reader.done():
             return
-        status, body = await finished_body(svc, last, mode)
+        status, body = await finished_body(svc, last, mode, require_results=require_results)
         if status == 200:
             await _send(ws, {"type": "result", "task_id": task_id, "data": body})
         else:
