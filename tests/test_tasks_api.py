@@ -181,6 +181,7 @@ async def test_async_execution_error_is_final_not_5xx(agent: AgentUnderTest) -> 
     )
     assert status < 500, "FC would retry a workflow that fails the same way every time"
     assert h["X-Task-Status"] == "failed"
+    assert "x-fc-status" not in {k.lower() for k in h}, "FC would retry it"
     assert body["message"] == "ExecutionError" and body["error"]["node_type"] == "FailAfter"
     # A failed task delivered again is run again.
     before = await prompts_run_by_comfyui(agent)
@@ -311,3 +312,38 @@ async def test_store_outage_mid_run_does_not_lose_the_final_state(tmp_path: Path
                 await asyncio.sleep(0.1)
         assert record.progress["2"].value == 30
         assert not agent.services.runner.unsaved
+
+
+async def test_fc_initialize_and_pre_stop_hooks(agent: AgentUnderTest) -> None:
+    status, _, body = await request(agent, "POST", "/initialize")
+    assert status == 200 and body == {"ready": True}
+    await request(agent, "POST", "/api/tasks", slow_prompt(30), **{"task-id": "drained"})
+    await wait_status(agent, "drained", {"running"})
+    status, _, body = await request(agent, "GET", "/pre-stop")
+    assert status == 200 and body == {"unfinished_tasks": 0, "unsaved_records": 0}
+    record = await agent.services.store.load("drained")
+    assert record is not None and record.status is TaskStatus.SUCCEEDED
+    # A pre-stop drains; it does not stop the agent (FC may call it before a freeze).
+    status, _, _ = await request(agent, "POST", "/api/run", slow_prompt(2))
+    assert status == 200
+
+
+async def test_comfyui_not_ready_is_retryable_only_under_async(tmp_path: Path) -> None:
+    async with running_agent(
+        tmp_path,
+        flags=["--ready-timeout", "0.3"],
+        fake_args=["--startup-delay", "30"],
+        wait_ready=False,
+    ) as agent:
+        status, _, body = await request(agent, "POST", "/initialize")
+        assert status == 503 and body["ready"] is False
+        status, headers, body = await request(
+            agent, "POST", "/api/run", slow_prompt(2), **{"task-id": "early-sync"}
+        )
+        assert status == 503 and body["message"] == "ComfyUIUnavailable"
+        assert headers["Retry-After"] and "x-fc-status" not in {k.lower() for k in headers}
+        status, headers, body = await request(
+            agent, "POST", "/api/run", slow_prompt(2), **{**ASYNC, "task-id": "early-async"}
+        )
+        assert status == 503 and body["message"] == "ComfyUIUnavailable"
+        assert headers["x-fc-status"] == "404", "FC must deliver it again later"
