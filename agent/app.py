@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from agent.address_policy import AddressPolicy
 from agent.errors import ApiError
+from agent.inputs import parse_input_specs
+from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
 from agent.routes.health import healthz, initialize, metrics, pre_stop, readyz
 from agent.routes.run import run_sync
@@ -19,6 +22,7 @@ from agent.routes.tasks import create_task, delete_task, get_task
 from agent.runner import RunOptions, TaskRunner
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
+from agent.url_fetch import UrlFetcher
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
@@ -97,6 +101,17 @@ def _services_context(
         base_url = backend.base_url
         client = ComfyUIClient(base_url, session)
         events = EventStream(base_url, session)
+        fetcher = UrlFetcher(
+            AddressPolicy(settings.url_fetch_allow),
+            max_bytes=settings.max_input_bytes,
+            timeout=settings.url_fetch_timeout,
+        )
+        preparer = WorkflowPreparer(
+            client,
+            fetcher,
+            image_inputs=parse_input_specs(settings.image_inputs),
+            max_input_bytes=settings.max_input_bytes,
+        )
         runner = TaskRunner(
             client=client,
             events=events,
@@ -110,9 +125,11 @@ def _services_context(
                 lease=settings.task_lease,
             ),
             max_queue=settings.max_queue,
+            prepare=preparer,
         )
 
         def on_child_exit(code: int | None) -> None:
+            preparer.forget_uploads()
             failed = runner.abort_all(
                 TaskError(
                     type="comfyui_crashed",
@@ -131,6 +148,7 @@ def _services_context(
             client=client,
             events=events,
             runner=runner,
+            preparer=preparer,
         )
         await backend.start()
         events.start()
@@ -141,6 +159,7 @@ def _services_context(
             remove_listener()
             await events.stop()
             await backend.stop(grace=10.0)
+            await fetcher.close()
             await session.close()
             await store.close()
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from agent.metrics import Metrics
 from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
+from agent.workflow import PreparationError, PreparedWorkflow
 from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
 from comfyui.event_stream import ConnectionGap, EventStream, Subscription
 from comfyui.events import BinaryFrame
@@ -23,7 +24,7 @@ from store.records import NodeProgress, TaskError, TaskRecord, TaskStatus
 log = logging.getLogger("agent.runner")
 
 # Prepares a workflow before it is posted (uploads inline images, fills random seeds).
-WorkflowPreparer = Callable[[dict[str, dict[str, Any]]], Awaitable[dict[str, dict[str, Any]]]]
+WorkflowPreparer = Callable[[dict[str, dict[str, Any]]], Awaitable[PreparedWorkflow]]
 
 _OUTCOME_STATUS = {
     Outcome.SUCCEEDED: TaskStatus.SUCCEEDED,
@@ -59,14 +60,6 @@ class QueueFull(Exception):
 
 class ShuttingDown(Exception):
     """The agent stopped accepting work."""
-
-
-class InputError(Exception):
-    """A workflow input could not be prepared (unfetchable or undecodable image, ...)."""
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 @dataclass
@@ -407,14 +400,23 @@ class TaskRunner:
         workflow = handle.workflow
         if self._prepare is not None:
             try:
-                workflow = await self._prepare(workflow)
-            except InputError as exc:
-                self._finish(
-                    handle,
-                    TaskStatus.FAILED,
-                    TaskError(type="input_error", message=str(exc), details=exc.details),
+                prepared = await self._prepare(workflow)
+            except PreparationError as exc:
+                error = TaskError(
+                    type="input_error",
+                    message=str(exc),
+                    node_id=exc.node_id,
+                    node_type=exc.node_type,
+                    details=exc.details,
                 )
+                self._finish(handle, TaskStatus.FAILED, error)
                 return
+            except ComfyUIUnavailable as exc:
+                error = TaskError(type="comfyui_unavailable", message=str(exc))
+                self._finish(handle, TaskStatus.FAILED, error)
+                return
+            workflow = prepared.workflow
+            handle.record.seeds = prepared.seeds
         await self._events.wait_connected(options.connect_timeout)
         if handle.abort is not None:  # interrupted or shut down while waiting for ComfyUI
             self._finish(handle, *handle.abort)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
 from agent.settings import AgentSettings
 from comfyui.backend import ComfyUIBackend
@@ -26,6 +27,7 @@ class Services:
     client: ComfyUIClient
     events: EventStream
     runner: TaskRunner
+    preparer: WorkflowPreparer
 
 
 SERVICES = web.AppKey("services", Services)

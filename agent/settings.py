@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.inputs import DEFAULT_IMAGE_INPUTS, parse_input_specs
+
 COMFYUI_RELEASE = "v0.3.64"
 COMFYUI_REPOSITORY = "https://github.com/Comfy-Org/ComfyUI.git"
 
@@ -83,6 +85,11 @@ class AgentSettings(BaseSettings):
         default_factory=list, description="hosts/CIDRs image URLs may reach despite the block"
     )
     max_input_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest input image")
+    url_fetch_timeout: float = Field(30.0, gt=0, description="seconds to fetch an image URL")
+    image_inputs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_IMAGE_INPUTS),
+        description="comma-separated ClassType.input names that take images",
+    )
     results: Literal["base64", "none"] = Field(
         "base64", description="inline output files in sync answers"
     )
@@ -104,11 +111,17 @@ class AgentSettings(BaseSettings):
     def _split_args(cls, value: Any) -> Any:
         return shlex.split(value) if isinstance(value, str) else value
 
-    @field_validator("cors_origins", "url_fetch_allow", mode="before")
+    @field_validator("cors_origins", "url_fetch_allow", "image_inputs", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("image_inputs")
+    @classmethod
+    def _check_image_inputs(cls, value: list[str]) -> list[str]:
+        parse_input_specs(value)
         return value
 
     @field_validator("log_level")

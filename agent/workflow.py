@@ -5,12 +5,31 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 SEED_INPUTS = ("seed", "noise_seed")
 # ComfyUI's seed widgets take 0 .. 2**64-1; stay within 2**53 so JavaScript clients that
 # read the value back keep it exact.
 MAX_RANDOM_SEED = 2**53 - 1
+
+
+@dataclass
+class PreparedWorkflow:
+    """The workflow as posted to ComfyUI, and what the task record keeps of it."""
+
+    workflow: dict[str, dict[str, Any]]
+    seeds: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class PreparationError(Exception):
+    """An input could not be supplied (URL unreachable, not an image); names node and input."""
+
+    def __init__(self, message: str, details: dict[str, str], node_id: str, node_type: str) -> None:
+        super().__init__(message)
+        self.details = details
+        self.node_id = node_id
+        self.node_type = node_type
 
 
 class WorkflowError(ValueError):
@@ -46,18 +65,26 @@ def extract_workflow(body: Any) -> dict[str, dict[str, Any]]:
 
 def randomize_seeds(
     workflow: Mapping[str, Mapping[str, Any]], rng: random.Random
-) -> dict[str, dict[str, Any]]:
-    """A copy where `seed`/`noise_seed` inputs equal to -1 hold a fresh random seed."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    """A copy where `seed`/`noise_seed` inputs equal to -1 hold a fresh random seed.
+
+    Also returns every seed the run uses (node id -> input -> value), so the task record
+    can say which seed made an image.
+    """
     result: dict[str, dict[str, Any]] = copy.deepcopy({k: dict(v) for k, v in workflow.items()})
-    for node in result.values():
+    used: dict[str, dict[str, int]] = {}
+    for node_id, node in result.items():
         inputs = node.get("inputs")
         if not isinstance(inputs, dict):
             continue
         for name in SEED_INPUTS:
             value = inputs.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value == -1:
-                inputs[name] = rng.randint(0, MAX_RANDOM_SEED)
-    return result
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue  # a link to another node (e.g. a seed primitive) or not a seed
+            if value == -1:
+                value = inputs[name] = rng.randint(0, MAX_RANDOM_SEED)
+            used.setdefault(node_id, {})[name] = value
+    return result, used
 
 
 def _looks_like_node(value: Mapping[str, Any]) -> bool:

@@ -90,6 +90,8 @@ class TaskRecord(BaseModel):
     error: TaskError | None = None
     progress: dict[str, NodeProgress] = Field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Seeds the run used (node id -> input -> value), -1 replaced by the random pick.
+    seeds: dict[str, dict[str, int]] = Field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise for storage."""

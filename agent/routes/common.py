@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.errors import ApiError, bad_request, task_error_status
+from agent.inputs import InputValueError
 from agent.results import fetch_results, progress_with_results
 from agent.services import Services
 from agent.workflow import WorkflowError, extract_workflow
@@ -51,6 +52,23 @@ def workflow_from_body(body: Any) -> dict[str, dict[str, Any]]:
         return extract_workflow(body)
     except WorkflowError as exc:
         raise bad_request(exc.detail) from exc
+
+
+def checked_workflow(services: Services, body: Any) -> dict[str, dict[str, Any]]:
+    """The workflow in a body with its inline images checked: 400 / 422 before any task."""
+    workflow = workflow_from_body(body)
+    try:
+        services.preparer.check(workflow)
+    except InputValueError as exc:
+        error = {
+            "type": "input_error",
+            "message": str(exc),
+            "node_id": exc.node_id,
+            "node_type": exc.class_type,
+            "details": exc.details(),
+        }
+        raise ApiError(422, "InputError", error) from exc
+    return workflow
 
 
 def results_mode(request: web.Request, default: str) -> str:

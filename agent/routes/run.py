@@ -19,12 +19,12 @@ from aiohttp import web
 
 from agent.errors import ApiError, unavailable
 from agent.routes.common import (
+    checked_workflow,
     finished_body,
     invalid_task_id,
     read_json_body,
     results_mode,
     task_headers,
-    workflow_from_body,
 )
 from agent.routes.status import load_task
 from agent.runner import (
@@ -117,7 +117,7 @@ async def run_sync(request: web.Request) -> web.Response:
     async_invocation = is_async_invocation(request.headers)
     try:
         mode = results_mode(request, svc.settings.results)
-        workflow = workflow_from_body(await read_json_body(request, svc.settings.max_body))
+        workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
     except ApiError as exc:
         # Refused before a task existed: nothing is stored, but the caller learns the id.
         exc.headers.setdefault("X-Task-Id", task_id)

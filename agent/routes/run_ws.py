@@ -16,11 +16,11 @@ from aiohttp import WSMsgType, web
 
 from agent.errors import ApiError
 from agent.routes.common import (
+    checked_workflow,
     finished_body,
     invalid_task_id,
     parse_json,
     results_mode,
-    workflow_from_body,
 )
 from agent.routes.run import start_run
 from agent.routes.status import load_task
@@ -61,7 +61,7 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
         task_id = task_id_from_headers(request.headers, request.query)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
-    workflow = workflow_from_body(await _first_message(ws))
+    workflow = checked_workflow(svc, await _first_message(ws))
     handle = await start_run(svc, task_id, workflow)
     previews = request.query.get("previews") in ("1", "true")
     await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)

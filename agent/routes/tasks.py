@@ -14,10 +14,10 @@ from aiohttp import web
 
 from agent.errors import ApiError, not_found
 from agent.routes.common import (
+    checked_workflow,
     invalid_task_id,
     read_json_body,
     task_headers,
-    workflow_from_body,
 )
 from agent.routes.run import start_run
 from agent.routes.status import load_task
@@ -62,8 +62,8 @@ async def create_task(request: web.Request) -> web.Response:
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
     try:
-        workflow: dict[str, Any] = workflow_from_body(
-            await read_json_body(request, svc.settings.max_body)
+        workflow: dict[str, Any] = checked_workflow(
+            svc, await read_json_body(request, svc.settings.max_body)
         )
     except ApiError as exc:
         exc.headers.setdefault("X-Task-Id", task_id)
