@@ -41,7 +41,11 @@ async def make_backend(settings: AgentSettings) -> ComfyUIBackend:
     if settings.comfyui_url:
         return AttachedComfyUI(settings.comfyui_base_url)
     if settings.command:
-        return ComfyUIProcess(command=settings.command, base_url=settings.comfyui_base_url)
+        return ComfyUIProcess(
+            command=settings.command,
+            base_url=settings.comfyui_base_url,
+            hang_timeout=settings.comfyui_hang_timeout,
+        )
     python = settings.comfyui_python or sys.executable
     if settings.comfyui_dir is not None:
         comfyui_dir = str(settings.comfyui_dir)
@@ -57,6 +61,7 @@ async def make_backend(settings: AgentSettings) -> ComfyUIBackend:
         command=comfyui_command(settings, comfyui_dir, python),
         base_url=settings.comfyui_base_url,
         cwd=comfyui_dir,
+        hang_timeout=settings.comfyui_hang_timeout,
     )
 
 

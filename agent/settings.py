@@ -102,6 +102,12 @@ class AgentSettings(BaseSettings):
         0.25, ge=0, description="at most this long between progress writes"
     )
     shutdown_grace: float = Field(30.0, ge=0, description="seconds running tasks get at SIGTERM")
+    comfyui_hang_timeout: float = Field(
+        60.0, gt=0, description="restart a ComfyUI child that stops answering for this long"
+    )
+    ws_first_message_timeout: float = Field(
+        60.0, gt=0, description="seconds a /api/run/ws client has to send its workflow"
+    )
     instance: str = Field(default_factory=_default_instance, description="this instance's name")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="log level")

@@ -33,8 +33,6 @@ from store.records import TaskRecord
 
 log = logging.getLogger("agent.ws")
 
-# How long a client may take to send its workflow after connecting.
-FIRST_MESSAGE_TIMEOUT = 60.0
 
 
 async def run_ws(request: web.Request) -> web.StreamResponse:
@@ -61,7 +59,8 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
         task_id = task_id_from_headers(request.headers, request.query)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
-    workflow = checked_workflow(svc, await _first_message(ws))
+    body = await _first_message(ws, svc.settings.ws_first_message_timeout)
+    workflow = checked_workflow(svc, body)
     handle = await start_run(svc, task_id, workflow)
     previews = request.query.get("previews") in ("1", "true")
     await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
@@ -120,9 +119,9 @@ async def _stream(
         await updates.aclose()
 
 
-async def _first_message(ws: web.WebSocketResponse) -> Any:
+async def _first_message(ws: web.WebSocketResponse, timeout: float) -> Any:
     try:
-        message = await ws.receive(timeout=FIRST_MESSAGE_TIMEOUT)
+        message = await ws.receive(timeout=timeout)
     except TimeoutError as exc:
         raise ApiError(408, "RequestTimeout", "no workflow received") from exc
     if message.type == WSMsgType.TEXT:
