@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -43,6 +45,8 @@ _TAIL_LINE_CHARS = 1000
 _DRAIN_TIMEOUT = 0.5
 # Grace for the TERM sent by restart(): a quick replacement matters more than a tidy exit.
 _RESTART_GRACE = 5.0
+# prctl option: signal sent to this process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 _ExitReason = Literal["crash", "hang", "restart", "stop"]
 
@@ -168,6 +172,21 @@ class _Child(asyncio.SubprocessProtocol):
     def _on_line(self, text: str) -> None:
         self._logger.info("%s%s", _OUTPUT_PREFIX, text)
         self.tail.append(text[:_TAIL_LINE_CHARS])
+
+
+def _die_with_parent() -> None:
+    """In the forked child: get SIGKILL when the agent dies, however it dies (Linux).
+
+    The child runs in its own session, so a SIGKILLed agent would otherwise leave an
+    orphaned ComfyUI holding the GPU and the port, and the restarted agent could not start.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # best effort: the agent still stops its child on every orderly exit
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -414,6 +433,7 @@ class ComfyUIProcess:
                 cwd=self._cwd,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             # Counted (and waiters woken) only once the attempt is over: restart() waits
