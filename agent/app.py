@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
 from agent.errors import ApiError
@@ -20,6 +21,7 @@ from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
 from agent.routes.tasks import create_task, delete_task, get_task
 from agent.runner import RunOptions, TaskRunner
+from agent.security import CorsPolicy, token_cookie_setter, token_middleware
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
 from agent.url_fetch import UrlFetcher
@@ -67,7 +69,17 @@ async def method_not_allowed(request: web.Request) -> web.Response:
 
 def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Application:
     """The agent's application; its services start with it and stop with it."""
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body)
+    cors = CorsPolicy(settings.cors_origins)
+    middlewares: list[Middleware] = [json_errors]
+    if cors.enabled:
+        middlewares.append(cors.middleware())
+    if settings.token:
+        middlewares.append(token_middleware(settings.token))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
+    if settings.token:
+        app.on_response_prepare.append(token_cookie_setter(settings.token))
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_prepare)
     app.router.add_post("/api/run", run_sync)
     app.router.add_get("/api/run/ws", run_ws)
     app.router.add_get("/api/status", get_status)

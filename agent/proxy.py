@@ -41,7 +41,9 @@ READONLY_METHODS = frozenset({"GET", "HEAD"})
 def _forward_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     result: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() not in HOP_BY_HOP:
+        lowered = name.lower()
+        # CORS is the agent's policy (--cors-origins), whatever ComfyUI's own flags say.
+        if lowered not in HOP_BY_HOP and not lowered.startswith("access-control-"):
             result.add(name, value)
     return result
 
