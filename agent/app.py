@@ -15,7 +15,7 @@ from agent.errors import ApiError
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
-from agent.routes.health import healthz, initialize, metrics, pre_stop, readyz
+from agent.routes.health import healthz, initialize, metrics, openapi, pre_stop, readyz
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
@@ -89,6 +89,7 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
     # Function Compute's instance lifecycle hooks for custom containers.
     app.router.add_post("/initialize", initialize)
     app.router.add_route("*", "/pre-stop", pre_stop)

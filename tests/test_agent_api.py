@@ -374,3 +374,20 @@ async def test_store_writes_are_coalesced(tmp_path: Path) -> None:
     # queued + submitted + running + a few flushes + final, not one per event.
     assert writes[0] == "queued" and writes[-1] == "succeeded"
     assert len(writes) <= 10, writes
+
+
+async def test_openapi_document_describes_the_agent_routes(agent: AgentUnderTest) -> None:
+    async with agent.session.get(f"{agent.url}/api/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    assert document["openapi"].startswith("3.")
+    paths = set(document["paths"])
+    assert {"/api/run", "/api/status", "/api/tasks", "/api/tasks/{task_id}"} <= paths
+    schemas = document["components"]["schemas"]
+    assert {"TaskRecord", "Workflow", "Error", "NodeProgressWithResults"} <= set(schemas)
+    assert set(schemas["TaskRecord"]["properties"]) >= {"task_id", "status", "progress"}
+    # Every documented path answers something other than the pass-through's 404.
+    for path in paths:
+        concrete = path.replace("{task_id}", "some-task")
+        async with agent.session.get(f"{agent.url}{concrete}") as response:
+            assert response.status != 404 or (await response.json())["message"] != "NotFound"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agent.openapi import openapi_document
 from agent.services import services
 
 
@@ -56,3 +57,8 @@ async def pre_stop(request: web.Request) -> web.Response:
     svc = services(request)
     left = await svc.runner.drain(svc.settings.shutdown_grace)
     return web.json_response({"unfinished_tasks": left, "unsaved_records": len(svc.runner.unsaved)})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document of the agent's routes."""
+    return web.json_response(openapi_document())

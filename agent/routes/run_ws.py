@@ -34,7 +34,6 @@ from store.records import TaskRecord
 log = logging.getLogger("agent.ws")
 
 
-
 async def run_ws(request: web.Request) -> web.StreamResponse:
     """Websocket run (client sends the workflow once) or watch (`?id=TASK`)."""
     svc = services(request)
