@@ -1,6 +1,8 @@
 """Benchmark: agent start-up time and memory, per-run overhead over ComfyUI, event throughput.
 
-    .venv/bin/python -m tests.benchmarks.bench_agent [--runs 50] [--concurrency 16]
+    .venv/bin/python -m tests.benchmarks.bench_agent [--runs 50] [--concurrency 16] [--store URL]
+
+With a Redis store, give a `?prefix=` of its own: its keys are deleted at the end.
 
 Runs against the fake ComfyUI on loopback, so the numbers are the agent's own cost: the
 time the same workflow takes through the agent minus the time it takes talking to ComfyUI
@@ -110,6 +112,22 @@ def translation_throughput() -> float:
     return rounds * len(messages) / (time.perf_counter() - start)
 
 
+async def delete_prefixed_keys(url: str) -> None:
+    """Remove what the run left in Redis (every key under the URL's prefix)."""
+    import redis.asyncio as redis
+
+    base, _, query = url.partition("?")
+    prefix = dict(part.split("=", 1) for part in query.split("&") if "=" in part).get("prefix")
+    if not prefix:
+        return  # the default prefix is shared with real deployments: leave it alone
+    client = redis.from_url(base)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
 async def main(runs: int, concurrency: int, store: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fake = await start_fake_comfyui(Path(tmp), "--slow-delay", "0.0")
@@ -149,6 +167,8 @@ async def main(runs: int, concurrency: int, store: str) -> None:
             agent.terminate()
             await agent.wait()
             await fake.stop()
+            if store.startswith(("redis://", "rediss://")):
+                await delete_prefixed_keys(store)
     print(f"agent start to /healthz 200     {healthy * 1000:7.1f} ms")
     print(f"agent RSS after start           {rss_start[0] / 1024:7.1f} MiB")
     print(
