@@ -93,7 +93,19 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     # Function Compute's instance lifecycle hooks for custom containers.
     app.router.add_post("/initialize", initialize)
     app.router.add_route("*", "/pre-stop", pre_stop)
-    for path in ("/api/run", "/api/status", "/api/tasks", "/api/tasks/{task_id}"):
+    own_paths = (
+        "/api/run",
+        "/api/run/ws",
+        "/api/status",
+        "/api/tasks",
+        "/api/tasks/{task_id}",
+        "/api/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/initialize",
+    )
+    for path in own_paths:
         app.router.add_route("*", path, method_not_allowed)
     app.router.add_route("*", "/{tail:.*}", proxy)
     app.cleanup_ctx.append(_services_context(settings, backend))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ def extract_workflow(body: Any) -> dict[str, dict[str, Any]]:
         body = prompt
     if not body:
         raise WorkflowError("workflow is empty: it has no nodes")
+    _check_values(body)
     for node_id, node in body.items():
         if not isinstance(node, dict):
             raise WorkflowError(f"node {node_id!r} must be an object, not {_kind(node)}")
@@ -85,6 +87,28 @@ def randomize_seeds(
                 value = inputs[name] = rng.randint(0, MAX_RANDOM_SEED)
             used.setdefault(node_id, {})[name] = value
     return result, used
+
+
+# Real workflows nest a few levels (inputs holding link lists); anything deeper is abuse
+# that would only exhaust the recursion limit further down (copies, serialisation).
+MAX_DEPTH = 64
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_values(value: Any, depth: int = 0) -> None:
+    """Refuse what cannot be stored or sent on: deep nesting, lone UTF-16 surrogates."""
+    if depth > MAX_DEPTH:
+        raise WorkflowError(f"workflow is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            raise WorkflowError("workflow contains a lone UTF-16 surrogate (\\ud800-\\udfff)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, depth + 1)
+            _check_values(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_values(item, depth + 1)
 
 
 def _looks_like_node(value: Mapping[str, Any]) -> bool:

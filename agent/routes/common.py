@@ -30,12 +30,19 @@ def task_headers(task_id: str, status: TaskStatus | str) -> dict[str, str]:
 
 async def read_json_body(request: web.Request, max_body: int) -> Any:
     """The request's JSON body; 413 past max_body (checked before reading), 400 if not JSON."""
+    too_large = ApiError(413, "RequestTooLarge", f"body is larger than {max_body} bytes")
     if request.content_length is not None and request.content_length > max_body:
-        raise ApiError(413, "RequestTooLarge", f"body is larger than {max_body} bytes")
-    raw = await request.content.read(max_body + 1)
-    if len(raw) > max_body:
-        raise ApiError(413, "RequestTooLarge", f"body is larger than {max_body} bytes")
-    return parse_json(raw)
+        raise too_large
+    # Read to the end, chunk by chunk (one read() returns only what has arrived yet),
+    # giving up as soon as the body passes the cap: a huge body is never held whole.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_body:
+            raise too_large
+        chunks.append(chunk)
+    return parse_json(b"".join(chunks))
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -44,6 +51,8 @@ def parse_json(raw: bytes | str) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise bad_request("body is not valid JSON: nested too deeply") from exc
 
 
 def workflow_from_body(body: Any) -> dict[str, dict[str, Any]]:
