@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
@@ -109,7 +110,22 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         app.router.add_route("*", path, method_not_allowed)
     app.router.add_route("*", "/{tail:.*}", proxy)
     app.cleanup_ctx.append(_services_context(settings, backend))
+    app.on_shutdown.append(_close_websockets)
     return app
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """Tell every open client websocket the agent stops, and close it (going away)."""
+    svc = app.get(SERVICES)
+    if svc is None:
+        return
+    svc.runner.accepting = False
+    message = {"type": "error", "data": {"message": "ShuttingDown", "error": "the agent stops"}}
+    for ws in list(svc.websockets):
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json(message)
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"agent shutting down")
 
 
 def _services_context(
@@ -165,6 +181,8 @@ def _services_context(
             log.error("ComfyUI exited with code %s; %d running task(s) failed", code, failed)
 
         remove_listener = backend.add_exit_listener(on_child_exit)
+        # A restarted child is ready: open the event websocket now, not after its back-off.
+        remove_ready_listener = backend.add_ready_listener(events.kick)
         app[SERVICES] = Services(
             settings=settings,
             store=store,
@@ -182,6 +200,7 @@ def _services_context(
         finally:
             await runner.shutdown(settings.shutdown_grace)
             remove_listener()
+            remove_ready_listener()
             await events.stop()
             await backend.stop(grace=10.0)
             await fetcher.close()

@@ -69,7 +69,10 @@ async def serve(settings: AgentSettings) -> None:
     """Run the agent until SIGTERM/SIGINT, then stop gracefully."""
     backend = await make_backend(settings)
     app = create_app(settings, backend)
-    app_runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access"))
+    # Runs are drained before the server stops (below), so only stragglers meet this bound.
+    app_runner = web.AppRunner(
+        app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=5.0
+    )
     await app_runner.setup()
     site = web.TCPSite(app_runner, settings.host, settings.port)
     await site.start()

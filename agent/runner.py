@@ -92,6 +92,7 @@ class RunHandle:
     # Set from outside the run (child died, shutdown, interrupt of a queued prompt): the
     # run ends with this status and error at its next wake-up.
     abort: tuple[TaskStatus, TaskError] | None = None
+    aborted: asyncio.Event = field(default_factory=asyncio.Event)
     submitted: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -103,6 +104,14 @@ class RunHandle:
     def snapshot(self) -> TaskRecord:
         """A copy of the record that later changes do not touch."""
         return self.record.model_copy(deep=True)
+
+    def set_abort(self, status: TaskStatus, error: TaskError) -> bool:
+        """End the run with status and error at its next wake-up; False if already set."""
+        if self.abort is not None:
+            return False
+        self.abort = (status, error)
+        self.aborted.set()
+        return True
 
     async def notify(self) -> None:
         """Wake every watcher of this run."""
@@ -248,8 +257,7 @@ class TaskRunner:
         """Fail every run whose prompt was handed to ComfyUI (the child died); return count."""
         count = 0
         for handle in self.active.values():
-            if handle.submitted and handle.abort is None:
-                handle.abort = (TaskStatus.FAILED, error)
+            if handle.submitted and handle.set_abort(TaskStatus.FAILED, error):
                 count += 1
                 self._wake(handle)
         return count
@@ -260,10 +268,10 @@ class TaskRunner:
         if handle is None:
             return False
         prompt_id = handle.record.prompt_id
-        if handle.record.status is TaskStatus.QUEUED and handle.abort is None:
+        if handle.record.status is TaskStatus.QUEUED:
             # Not started: drop it from ComfyUI's queue (if posted) and end it right here,
             # since a deleted prompt never sends an event.
-            handle.abort = (
+            handle.set_abort(
                 TaskStatus.INTERRUPTED,
                 TaskError(type="interrupted", message="interrupted before it started"),
             )
@@ -289,7 +297,7 @@ class TaskRunner:
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
             for handle in list(self.active.values()):
-                handle.abort = (
+                handle.set_abort(
                     TaskStatus.FAILED,
                     TaskError(
                         type="shutting_down",
@@ -384,9 +392,9 @@ class TaskRunner:
             if self.unsaved.get(task_id) is record:
                 del self.unsaved[task_id]
 
-    async def _execute(self, handle: RunHandle, writer: RecordWriter) -> None:
+    async def _before_submit(self, handle: RunHandle) -> dict[str, dict[str, Any]] | None:
+        """Wait for ComfyUI and prepare the workflow; None after finishing with an error."""
         options = self.options
-        deadline = self._clock() + options.run_timeout
         if not await self._backend.wait_ready(min(options.ready_timeout, options.run_timeout)):
             self._finish(
                 handle,
@@ -396,7 +404,7 @@ class TaskRunner:
                     message=f"ComfyUI did not become ready within {options.ready_timeout:g} s",
                 ),
             )
-            return
+            return None
         workflow = handle.workflow
         if self._prepare is not None:
             try:
@@ -410,17 +418,36 @@ class TaskRunner:
                     details=exc.details,
                 )
                 self._finish(handle, TaskStatus.FAILED, error)
-                return
+                return None
             except ComfyUIUnavailable as exc:
                 error = TaskError(type="comfyui_unavailable", message=str(exc))
                 self._finish(handle, TaskStatus.FAILED, error)
-                return
+                return None
             workflow = prepared.workflow
             handle.record.seeds = prepared.seeds
         await self._events.wait_connected(options.connect_timeout)
-        if handle.abort is not None:  # interrupted or shut down while waiting for ComfyUI
+        return workflow
+
+    async def _execute(self, handle: RunHandle, writer: RecordWriter) -> None:
+        options = self.options
+        deadline = self._clock() + options.run_timeout
+        # Waiting for ComfyUI, uploading inputs: an interrupt or a shutdown ends this at once.
+        waiting = asyncio.ensure_future(self._before_submit(handle))
+        aborted = asyncio.ensure_future(handle.aborted.wait())
+        try:
+            await asyncio.wait({waiting, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        workflow = waiting.result() if not waiting.cancelled() else None
+        if handle.abort is not None:
             self._finish(handle, *handle.abort)
             return
+        if workflow is None:
+            return  # _before_submit finished the task with its error
         prompt_id = str(uuid.uuid4())
         tracker = ProgressTracker(handle.workflow.keys(), prompt_id)
         tracker.nodes = handle.record.progress

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -28,6 +29,8 @@ class Services:
     events: EventStream
     runner: TaskRunner
     preparer: WorkflowPreparer
+    # Open client websockets, closed at shutdown so none holds the exit.
+    websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 
 
 SERVICES = web.AppKey("services", Services)

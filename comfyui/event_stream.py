@@ -91,6 +91,7 @@ class EventStream:
         self._reconnect_max = reconnect_max
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._connected = asyncio.Event()
+        self._kicked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         # Type-1 preview frames carry no prompt id; ComfyUI runs one prompt at a time, so
@@ -126,6 +127,11 @@ class EventStream:
         except TimeoutError:
             return False
         return True
+
+    def kick(self) -> None:
+        """ComfyUI is ready again: reconnect now instead of after the back-off."""
+        if not self._connected.is_set():
+            self._kicked.set()
 
     async def reconnect(self) -> None:
         """Drop the current socket (it reconnects at once); used after a child restart."""
@@ -177,8 +183,15 @@ class EventStream:
                     self.reconnects += 1
                     self._log.warning("ComfyUI websocket closed; reconnecting")
                     self._broadcast(ConnectionGap(connected=False))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
+            # Sleep the back-off, unless kick() says ComfyUI is back (a restarted child).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._kicked.wait()
+            if self._kicked.is_set():
+                self._kicked.clear()
+                delay = self._reconnect_initial
+            else:
+                delay = min(delay * 2, self._reconnect_max)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:

@@ -182,11 +182,14 @@ def _die_with_parent() -> None:
     """
     if not sys.platform.startswith("linux"):
         return
+    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):
-        pass  # best effort: the agent still stops its child on every orderly exit
+        return  # best effort: the agent still stops its child on every orderly exit
+    if os.getppid() != parent:
+        os._exit(1)  # the agent died between fork and prctl: the signal will never come
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -247,7 +250,8 @@ class ComfyUIProcess:
         self._env = env
         self._child_logger = logger if logger is not None else logging.getLogger("comfyui.child")
         self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
+        # A probe may not outlast the hang timeout, or a hang is noticed late.
+        self._probe_timeout = min(probe_timeout, hang_timeout)
         self._backoff_initial = restart_backoff_initial
         self._backoff_max = restart_backoff_max
         self._hang_timeout = hang_timeout

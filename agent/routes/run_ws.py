@@ -37,8 +37,10 @@ log = logging.getLogger("agent.ws")
 async def run_ws(request: web.Request) -> web.StreamResponse:
     """Websocket run (client sends the workflow once) or watch (`?id=TASK`)."""
     svc = services(request)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=svc.settings.max_body)
+    # timeout: how long close() waits for the client's close frame (default 10 s).
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=svc.settings.max_body, timeout=1.0)
     await ws.prepare(request)
+    svc.websockets.add(ws)
     try:
         mode = results_mode(request, svc.settings.results)
         watch_id = request.query.get("id")
@@ -92,9 +94,22 @@ async def _stream(
     try:
         last: TaskRecord | None = None
         sent: dict[str, Any] | None = None
-        async for record in updates:
-            if reader.done():
+        while True:
+            # Wait for the next change or for the client to leave, whichever comes first:
+            # a watcher of a quiet task must not outlive its client (or hold a shutdown).
+            step = asyncio.ensure_future(anext(updates))
+            await asyncio.wait({step, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
                 return  # client gone: the run goes on and its state is stored
+            try:
+                record = step.result()
+            except StopAsyncIteration:
+                break
+            if reader.done():
+                return
             last = record
             if record.status.is_terminal:
                 break
