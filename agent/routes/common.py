@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +14,7 @@ from agent.errors import ApiError, bad_request, task_error_status
 from agent.inputs import InputValueError
 from agent.results import fetch_results, progress_with_results
 from agent.services import Services
+from agent.task_ids import task_id_from_headers
 from agent.workflow import WorkflowError, extract_workflow
 from comfyui.client import ComfyUIError
 from store.base import InvalidTaskId
@@ -91,6 +94,24 @@ def results_mode(request: web.Request, default: str) -> str:
 def invalid_task_id(exc: InvalidTaskId) -> ApiError:
     """400 for a task id that cannot be stored."""
     return bad_request(str(exc), message="InvalidTaskId")
+
+
+def request_task_id(request: web.Request) -> str:
+    """The task id a request names (task-id or an FC header) or a new one; 400 if bad."""
+    try:
+        return task_id_from_headers(request.headers)
+    except InvalidTaskId as exc:
+        raise invalid_task_id(exc) from exc
+
+
+@contextlib.contextmanager
+def errors_name_task(task_id: str) -> Iterator[None]:
+    """Refusals before a task exists still tell the caller its id (X-Task-Id)."""
+    try:
+        yield
+    except ApiError as exc:
+        exc.headers.setdefault("X-Task-Id", task_id)
+        raise
 
 
 async def finished_body(

@@ -20,9 +20,10 @@ from aiohttp import web
 from agent.errors import ApiError, unavailable
 from agent.routes.common import (
     checked_workflow,
+    errors_name_task,
     finished_body,
-    invalid_task_id,
     read_json_body,
+    request_task_id,
     results_mode,
     task_headers,
 )
@@ -35,9 +36,8 @@ from agent.runner import (
     TaskAlreadyRunning,
 )
 from agent.services import Services, services
-from agent.task_ids import is_async_invocation, task_id_from_headers
+from agent.task_ids import is_async_invocation
 from agent.task_watch import wait_for_end
-from store.base import InvalidTaskId
 from store.records import TaskRecord, TaskStatus
 
 log = logging.getLogger("agent.run")
@@ -110,18 +110,11 @@ async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]
 async def run_sync(request: web.Request) -> web.Response:
     """Run the workflow in the body; answer the progress map with results when it ends."""
     svc = services(request)
-    try:
-        task_id = task_id_from_headers(request.headers)
-    except InvalidTaskId as exc:
-        raise invalid_task_id(exc) from exc
+    task_id = request_task_id(request)
     async_invocation = is_async_invocation(request.headers)
-    try:
+    with errors_name_task(task_id):
         mode = results_mode(request, svc.settings.results)
         workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
-    except ApiError as exc:
-        # Refused before a task existed: nothing is stored, but the caller learns the id.
-        exc.headers.setdefault("X-Task-Id", task_id)
-        raise
     if async_invocation:
         try:
             record = await run_idempotently(svc, task_id, workflow)

@@ -8,21 +8,21 @@ it again (the answer says so with the record); one that failed or was lost runs 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
 from agent.errors import ApiError, not_found
 from agent.routes.common import (
     checked_workflow,
+    errors_name_task,
     invalid_task_id,
     read_json_body,
+    request_task_id,
     task_headers,
 )
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.services import Services, services
-from agent.task_ids import task_id_from_headers
 from store.base import InvalidTaskId, StoreError, validate_task_id
 from store.records import TaskRecord, TaskStatus
 
@@ -57,17 +57,9 @@ async def get_task(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.Response:
     """Start the workflow in the body as a background task: 202 with the record."""
     svc = services(request)
-    try:
-        task_id = task_id_from_headers(request.headers)
-    except InvalidTaskId as exc:
-        raise invalid_task_id(exc) from exc
-    try:
-        workflow: dict[str, Any] = checked_workflow(
-            svc, await read_json_body(request, svc.settings.max_body)
-        )
-    except ApiError as exc:
-        exc.headers.setdefault("X-Task-Id", task_id)
-        raise
+    task_id = request_task_id(request)
+    with errors_name_task(task_id):
+        workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
     existing = await load_task(svc, task_id)
     if existing is not None:
         status = existing.effective_status(time.time())
