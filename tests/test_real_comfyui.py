@@ -143,8 +143,12 @@ async def test_ws_progress_of_a_stepped_node(real_agent: RealAgent) -> None:
             await ws.send_json(prompt)
             messages = [json.loads(m.data) async for m in ws]
     values = [m["data"]["2"]["value"] for m in messages if m["type"] == "progress"]
-    assert {1, 2, 3, 4} <= set(values)
+    # Steps 0.2 s apart each show; the last may come only with the result, since a
+    # watcher gets the newest state and ComfyUI finishes the prompt right after it.
+    assert {1, 2, 3} <= set(values)
+    assert values == sorted(values)
     assert messages[-1]["type"] == "result"
+    assert messages[-1]["data"]["2"]["value"] == 4
 
 
 async def test_txt2img_reports_sampler_steps(real_agent: RealAgent) -> None:
