@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,10 +31,9 @@ from comfyui.events import (
     parse_event,
 )
 from store.records import NodeProgress, OutputFile
+from tests.trace_tools import TRACES_DIR
 
-TRACES = Path(os.environ.get("COMFYUI_TRACES", "/work/shared/comfyui-traces"))
-if not (TRACES / "success.ws.jsonl").is_file():
-    pytest.skip(f"ComfyUI traces not found in {TRACES}", allow_module_level=True)
+TRACES = TRACES_DIR
 
 # Fractional on purpose: frames 0.25 s after the socket opened fall into the next unix
 # second, so `start` / `last_updated` (int seconds) really depend on which frame set them.
