@@ -146,6 +146,13 @@ class ProgressTracker:
             and status.get("completed")
         ):
             changed |= self._finish(Outcome.SUCCEEDED, None, ts)
+        if self.outcome is Outcome.SUCCEEDED:
+            # Nodes that ran while the websocket was down sent nothing we saw; but a
+            # successful prompt ran (or took from cache) everything its outputs need.
+            for node_id in _needed_nodes(entry.get("prompt")):
+                node = self.nodes.get(node_id)
+                if node is not None and not node.done:
+                    changed |= _mark_done(node, ts)
         if self.outcome is not None and not self.ended:
             self.ended = True
             changed = True
@@ -309,3 +316,29 @@ def _mark_done(node: NodeProgress, ts: int) -> bool:
     node.value = node.max
     node.last_updated = ts
     return True
+
+
+def _needed_nodes(prompt_entry: Any) -> set[str]:
+    """Nodes a history entry's prompt needed: its output nodes and all their inputs' nodes.
+
+    `prompt_entry` is history's `[number, prompt_id, prompt, extra_data, outputs]`.
+    """
+    if not (isinstance(prompt_entry, list) and len(prompt_entry) >= 5):
+        return set()
+    prompt, outputs = prompt_entry[2], prompt_entry[4]
+    if not isinstance(prompt, Mapping) or not isinstance(outputs, list):
+        return set()
+    needed: set[str] = set()
+    pending = [str(node_id) for node_id in outputs]
+    while pending:
+        node_id = pending.pop()
+        if node_id in needed or not isinstance(prompt.get(node_id), Mapping):
+            continue
+        needed.add(node_id)
+        inputs = prompt[node_id].get("inputs")
+        if isinstance(inputs, Mapping):
+            for value in inputs.values():
+                # A link is [upstream node id, output index].
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                    pending.append(str(value[0]))
+    return needed
