@@ -303,6 +303,14 @@ class ProgressTracker:
                     _mark_done(node, ts)
         else:
             self._current = None
+            details = error.details if error is not None else None
+            executed = details.get("executed") if isinstance(details, dict) else None
+            # ComfyUI lists the nodes that finished before the failure: done, even when
+            # their events were missed (a websocket gap filled from history).
+            for node_id in executed if isinstance(executed, list) else []:
+                finished = self.nodes.get(str(node_id))
+                if finished is not None:
+                    _mark_done(finished, ts)
             if error is not None and error.node_id is not None:
                 self._node(error.node_id).last_updated = ts
         return True

@@ -798,6 +798,9 @@ def test_history_completes_a_run_cut_anywhere(run: Run) -> None:
         if run.error is not None:
             assert full.error is not None and tracker.error is not None
             assert tracker.error.model_dump() == full.error.model_dump(), cut
+            # Nodes ComfyUI says finished before the failure are done, seen or not.
+            for node_id in full.error.details["executed"]:
+                assert tracker.nodes[node_id].done, (cut, node_id)
         if tracker.outcome is Outcome.SUCCEEDED:
             # Every node the outputs needed ran (or came from the cache), seen or not:
             # the same values as the full replay, whatever the socket missed.
