@@ -7,6 +7,9 @@ import logging
 import sys
 import time
 
+# Passed with `extra=` by log calls about a task, so log services can filter by them.
+CONTEXT_FIELDS = ("task_id", "prompt_id")
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (+ exception)."""
@@ -20,6 +23,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -104,7 +104,11 @@ class RecordWriter:
         record = self._snapshot()
         try:
             if not await self._store.claim(record.task_id, self._owner, self._lease):
-                log.error("task %s: another instance took over its claim", record.task_id)
+                log.error(
+                    "task %s: another instance took over its claim",
+                    record.task_id,
+                    extra={"task_id": record.task_id, "prompt_id": record.prompt_id},
+                )
         except Exception as exc:  # the run goes on; the next renewal tries again
             self._on_failure(exc)
 
@@ -120,7 +124,12 @@ class RecordWriter:
                 await self._store.save(record)
             except Exception as exc:  # a store outage must not kill the run
                 self._on_failure(exc)
-                log.warning("task %s: store write failed: %r", record.task_id, exc)
+                log.warning(
+                    "task %s: store write failed: %r",
+                    record.task_id,
+                    exc,
+                    extra={"task_id": record.task_id, "prompt_id": record.prompt_id},
+                )
                 return False
             self.writes += 1
             if self._on_write is not None:

@@ -33,6 +33,15 @@ _OUTCOME_STATUS = {
 }
 
 
+def task_log(record: TaskRecord | RunHandle | str) -> dict[str, str | None]:
+    """`extra=` for log calls about a task: JSON logs get task_id and prompt_id fields."""
+    if isinstance(record, str):
+        return {"task_id": record, "prompt_id": None}
+    if isinstance(record, RunHandle):
+        record = record.record
+    return {"task_id": record.task_id, "prompt_id": record.prompt_id}
+
+
 class Readiness(Protocol):
     """What the runner needs of the ComfyUI backend (child supervisor or attached server)."""
 
@@ -313,7 +322,11 @@ class TaskRunner:
                 await self._retrier
         await self._store_unsaved()
         for task_id in self.unsaved:
-            log.error("task %s: final state could not be stored before exit", task_id)
+            log.error(
+                "task %s: final state could not be stored before exit",
+                task_id,
+                extra=task_log(task_id),
+            )
 
     # -- one run -----------------------------------------------------------------------
 
@@ -326,7 +339,7 @@ class TaskRunner:
             self._finish(handle, TaskStatus.FAILED, cancelled)
             raise
         except Exception as exc:  # the record must end terminal whatever happened
-            log.exception("task %s: unexpected error", handle.task_id)
+            log.exception("task %s: unexpected error", handle.task_id, extra=task_log(handle))
             self._finish(
                 handle,
                 TaskStatus.FAILED,
@@ -364,7 +377,11 @@ class TaskRunner:
                 self.metrics.store_failure()
                 continue
             if requested:
-                log.info("task %s: interrupt requested through the store", handle.task_id)
+                log.info(
+                    "task %s: interrupt requested through the store",
+                    handle.task_id,
+                    extra=task_log(handle),
+                )
                 await self.interrupt(handle.task_id)
                 return
 
@@ -385,10 +402,17 @@ class TaskRunner:
                 await self._store.save(record)
             except Exception as exc:  # still down: keep it for the next round
                 self.metrics.store_failure()
-                log.warning("task %s: final state still not stored: %r", task_id, exc)
+                log.warning(
+                    "task %s: final state still not stored: %r",
+                    task_id,
+                    exc,
+                    extra=task_log(record),
+                )
                 continue
             self.metrics.store_write(0.0)
-            log.info("task %s: final state stored after a store outage", task_id)
+            log.info(
+                "task %s: final state stored after a store outage", task_id, extra=task_log(record)
+            )
             if self.unsaved.get(task_id) is record:
                 del self.unsaved[task_id]
 
@@ -469,7 +493,9 @@ class TaskRunner:
             handle.submitted = True
             handle.record.prompt_id = prompt_id
             writer.mark_dirty(urgent=True)
-            log.info("task %s: submitted as prompt %s", handle.task_id, prompt_id)
+            log.info(
+                "task %s: submitted as prompt %s", handle.task_id, prompt_id, extra=task_log(handle)
+            )
             await self._follow(handle, tracker, subscription, writer, deadline)
 
     async def _follow(
@@ -567,6 +593,7 @@ class TaskRunner:
             handle.task_id,
             status.value,
             f" ({error.type}: {error.message})" if error else "",
+            extra=task_log(handle),
         )
 
     def _wake(self, handle: RunHandle) -> None:
