@@ -23,11 +23,9 @@ from comfyui.events import (
     ProgressState,
     parse_event,
 )
-from store.records import NodeProgress, OutputFile, TaskError
+from store.records import FILE_OUTPUT_KEYS, NodeProgress, OutputFile, TaskError
 
-# Output keys whose entries are files (ComfyUI's SaveImage, PreviewImage, SaveAnimated*,
-# VHS video combine, SaveVideo, SaveAudio ...). The Go agent recorded only SaveImage.
-FILE_OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio")
+# The Go agent recorded only SaveImage's files; every output node's are recorded here.
 
 
 class Outcome(StrEnum):

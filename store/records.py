@@ -31,6 +31,11 @@ _TERMINAL = frozenset(
 )
 
 
+# Keys of a ComfyUI node output whose entries are files (SaveImage, PreviewImage,
+# SaveAnimated*, VideoHelperSuite's Video Combine, SaveVideo, SaveAudio, ...).
+FILE_OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio")
+
+
 class OutputFile(BaseModel):
     """A file an output node wrote, as ComfyUI names it (the Go agent's image entry)."""
 
@@ -120,5 +125,14 @@ class TaskRecord(BaseModel):
         return self.model_copy(update={"status": status})
 
     def progress_map(self) -> dict[str, dict[str, Any]]:
-        """The Go agent's progress map: node id -> node progress."""
-        return {node_id: node.model_dump(mode="json") for node_id, node in self.progress.items()}
+        """The Go agent's progress map: node id -> node progress.
+
+        A node whose output has more than files (text, flags, numbers) also gets that
+        under `outputs`, so sync answers carry e.g. a text node's text.
+        """
+        result = {node_id: node.model_dump(mode="json") for node_id, node in self.progress.items()}
+        for node_id, output in self.outputs.items():
+            other = {key: value for key, value in output.items() if key not in FILE_OUTPUT_KEYS}
+            if other and node_id in result:
+                result[node_id]["outputs"] = other
+        return result

@@ -242,6 +242,10 @@ async def test_every_output_kind_is_recorded_and_inlined(agent: AgentUnderTest) 
     assert base64.b64decode(body["6"]["results"][0]).startswith(b"fLaC")
     assert audio["subfolder"] == "audio"
     assert body["7"]["images"] is None and "results" not in body["7"]
+    # Non-file outputs travel in the sync answer too: a text node's text.
+    assert body["7"]["outputs"] == {"text": [prompt["7"]["inputs"]["source"]]}
+    assert body["3"]["outputs"] == {"animated": [True]}
+    assert "outputs" not in body["6"] and "outputs" not in body["1"]
     record = await agent.services.store.load("media-1")
     assert record is not None
     assert record.outputs["7"] == {"text": [prompt["7"]["inputs"]["source"]]}
