@@ -47,6 +47,8 @@ class RecordWriter:
         self._closing = False
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        # The runner claimed the task just before creating this writer.
+        self._claim_renewed = clock()
         self.writes = 0
 
     async def start(self) -> bool:
@@ -87,11 +89,11 @@ class RecordWriter:
                     await self._dirty.wait()
             if self._closing:
                 return
-            dirty = self._dirty.is_set()
             self._dirty.clear()
             self._urgent.clear()
-            if not dirty:
-                # Nothing changed for a while (a long node, the queue): renew the lease.
+            # Renewed on a clock, not when idle: a sampler sending progress all the time
+            # must not let its claim lapse (another delivery could then run the task too).
+            if self._clock() - self._claim_renewed >= renew_every:
                 await self._renew_claim()
             if not await self._write():
                 self._dirty.set()
@@ -101,6 +103,7 @@ class RecordWriter:
                     await self._urgent.wait()
 
     async def _renew_claim(self) -> None:
+        self._claim_renewed = self._clock()
         record = self._snapshot()
         try:
             if not await self._store.claim(record.task_id, self._owner, self._lease):

@@ -347,3 +347,17 @@ async def test_comfyui_not_ready_is_retryable_only_under_async(tmp_path: Path) -
         )
         assert status == 503 and body["message"] == "ComfyUIUnavailable"
         assert headers["x-fc-status"] == "404", "FC must deliver it again later"
+
+
+async def test_claim_holds_through_a_long_stream_of_progress(agent: AgentUnderTest) -> None:
+    # 150 steps 0.02 s apart: progress never stops for longer than the 1.5 s lease.
+    await request(agent, "POST", "/api/tasks", slow_prompt(150), **{"task-id": "busy-claim"})
+    await wait_status(agent, "busy-claim", {"running"})
+    store = agent.services.store
+    for _ in range(5):
+        await asyncio.sleep(0.5)
+        record = await store.load("busy-claim")
+        if record is not None and record.status.is_terminal:
+            break
+        assert not await store.claim("busy-claim", "intruder", 30), "the claim lapsed"
+    await wait_status(agent, "busy-claim", {"succeeded"})
