@@ -398,6 +398,7 @@ class TaskRunner:
 
     async def _store_unsaved(self) -> None:
         for task_id, record in list(self.unsaved.items()):
+            started = self._clock()
             try:
                 await self._store.save(record)
             except Exception as exc:  # still down: keep it for the next round
@@ -409,7 +410,7 @@ class TaskRunner:
                     extra=task_log(record),
                 )
                 continue
-            self.metrics.store_write(0.0)
+            self.metrics.store_write(self._clock() - started)
             log.info(
                 "task %s: final state stored after a store outage", task_id, extra=task_log(record)
             )
