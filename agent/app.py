@@ -12,6 +12,7 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
+from agent.answer_cache import AnswerCache
 from agent.errors import ApiError
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
@@ -29,6 +30,7 @@ from agent.url_fetch import UrlFetcher
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
+from comfyui.output_files import LocalOutputs
 from store.factory import open_store
 from store.records import TaskError
 
@@ -192,6 +194,16 @@ def _services_context(
             events=events,
             runner=runner,
             preparer=preparer,
+            answers=AnswerCache(
+                store,
+                ttl=settings.task_ttl or None,
+                local_runs=lambda: runner.metrics.run_duration.count,
+            ),
+            output_files=(
+                LocalOutputs(settings.comfyui_output_dir, client)
+                if settings.comfyui_output_dir is not None
+                else None
+            ),
         )
         await backend.start()
         events.start()

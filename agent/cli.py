@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.access_log import AgentAccessLogger
 from agent.app import create_app
 from agent.bootstrap import BootstrapError, ensure_comfyui
 from agent.logs import setup_logging
 from agent.services import SERVICES
 from agent.settings import AgentSettings, parse_settings, settings_error_message
 from comfyui.backend import ComfyUIBackend
+from comfyui.output_files import output_directory
 from comfyui.readiness import AttachedComfyUI
 from comfyui.supervisor import ComfyUIProcess
 
@@ -68,10 +70,17 @@ async def make_backend(settings: AgentSettings) -> ComfyUIBackend:
 async def serve(settings: AgentSettings) -> None:
     """Run the agent until SIGTERM/SIGINT, then stop gracefully."""
     backend = await make_backend(settings)
+    if settings.comfyui_output_dir is None and isinstance(backend, ComfyUIProcess):
+        # Our own child writes its outputs where we can read them: no /view round trip.
+        found = output_directory(backend.command, backend.cwd)
+        settings = settings.model_copy(update={"comfyui_output_dir": found})
     app = create_app(settings, backend)
     # Runs are drained before the server stops (below), so only stragglers meet this bound.
     app_runner = web.AppRunner(
-        app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=5.0
+        app,
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=AgentAccessLogger,
+        shutdown_timeout=5.0,
     )
     await app_runner.setup()
     site = web.TCPSite(app_runner, settings.host, settings.port)

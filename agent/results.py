@@ -6,12 +6,12 @@ import asyncio
 import base64
 from typing import Any
 
-from comfyui.client import ComfyUIClient
+from comfyui.output_files import FileSource
 from store.records import TaskRecord
 
 
 async def fetch_results(
-    client: ComfyUIClient, record: TaskRecord, *, concurrency: int = 4
+    client: FileSource, record: TaskRecord, *, concurrency: int = 4
 ) -> dict[str, list[str]]:
     """Node id -> base64 of each of its output files, in the order they were recorded."""
     limit = asyncio.Semaphore(concurrency)

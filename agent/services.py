@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from agent.answer_cache import AnswerCache
 from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
 from agent.settings import AgentSettings
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
+from comfyui.output_files import FileSource
 from store.base import Store
 
 
@@ -29,6 +31,10 @@ class Services:
     events: EventStream
     runner: TaskRunner
     preparer: WorkflowPreparer
+    # Finished tasks' read answers as bytes (None: every read goes to the store).
+    answers: AnswerCache | None = None
+    # Where output files are read for sync answers (ComfyUI's output dir, else /view).
+    output_files: FileSource | None = None
     # Open client websockets, closed at shutdown so none holds the exit.
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

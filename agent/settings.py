@@ -54,6 +54,11 @@ class AgentSettings(BaseSettings):
         validation_alias=AliasChoices("COMFYUI_ARGS", "AGENT_COMFYUI_ARGS"),
         description="extra ComfyUI arguments, shell-quoted (env COMFYUI_ARGS)",
     )
+    comfyui_output_dir: Path | None = Field(
+        None,
+        description="ComfyUI's output directory, when readable here: results are read from it"
+        " instead of GET /view (known by itself when the agent starts ComfyUI)",
+    )
     command: list[str] = Field(
         default_factory=list, description="child command after `--`, verbatim"
     )

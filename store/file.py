@@ -162,13 +162,24 @@ class FileStore:
 
     async def load(self, task_id: str) -> TaskRecord | None:
         """Read the record; None when unknown or expired, StoreError when not a task record."""
+        found = await self.load_versioned(task_id)
+        return None if found is None else found[0]
+
+    async def load_versioned(self, task_id: str) -> tuple[TaskRecord, Signature] | None:
+        """load(), with the file's signature: version() answers the same until it changes."""
         path = self._path(task_id)
         await self.start()
         found = await self._read(path)
         if found is None:
             return None
         record = _parse(task_id, path, found[0])
-        return None if is_expired(record, self._ttl, time.time()) else record
+        return None if is_expired(record, self._ttl, time.time()) else (record, found[1])
+
+    async def version(self, task_id: str) -> Signature | None:
+        """The record file's signature (one stat, no read); None when there is none."""
+        path = self._path(task_id)
+        await self.start()
+        return await self._stat(path)
 
     def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if any) and on every change seen, until it is terminal."""

@@ -127,7 +127,7 @@ async def finished_body(
         results = None
         if mode == "base64":
             try:
-                results = await fetch_results(services.client, record)
+                results = await fetch_results(services.output_files or services.client, record)
             except ComfyUIError as exc:
                 if not require_results:
                     log.info("task %s: results not inlined: %s", record.task_id, exc)
