@@ -30,7 +30,7 @@ from agent.url_fetch import UrlFetcher
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
-from comfyui.output_files import LocalOutputs
+from comfyui.output_files import LocalOutputs, child_output_directory
 from store.factory import open_store
 from store.records import TaskError
 
@@ -182,6 +182,8 @@ def _services_context(
             )
             log.error("ComfyUI exited with code %s; %d running task(s) failed", code, failed)
 
+        # A child we start writes its outputs where we can read them: no /view round trip.
+        output_dir = settings.comfyui_output_dir or child_output_directory(backend)
         remove_listener = backend.add_exit_listener(on_child_exit)
         # A restarted child is ready: open the event websocket now, not after its back-off.
         remove_ready_listener = backend.add_ready_listener(events.kick)
@@ -199,11 +201,7 @@ def _services_context(
                 ttl=settings.task_ttl or None,
                 local_runs=lambda: runner.metrics.run_duration.count,
             ),
-            output_files=(
-                LocalOutputs(settings.comfyui_output_dir, client)
-                if settings.comfyui_output_dir is not None
-                else None
-            ),
+            output_files=LocalOutputs(output_dir, client) if output_dir is not None else None,
         )
         await backend.start()
         events.start()

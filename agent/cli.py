@@ -18,7 +18,6 @@ from agent.logs import setup_logging
 from agent.services import SERVICES
 from agent.settings import AgentSettings, parse_settings, settings_error_message
 from comfyui.backend import ComfyUIBackend
-from comfyui.output_files import output_directory
 from comfyui.readiness import AttachedComfyUI
 from comfyui.supervisor import ComfyUIProcess
 
@@ -70,10 +69,6 @@ async def make_backend(settings: AgentSettings) -> ComfyUIBackend:
 async def serve(settings: AgentSettings) -> None:
     """Run the agent until SIGTERM/SIGINT, then stop gracefully."""
     backend = await make_backend(settings)
-    if settings.comfyui_output_dir is None and isinstance(backend, ComfyUIProcess):
-        # Our own child writes its outputs where we can read them: no /view round trip.
-        found = output_directory(backend.command, backend.cwd)
-        settings = settings.model_copy(update={"comfyui_output_dir": found})
     app = create_app(settings, backend)
     # Runs are drained before the server stops (below), so only stragglers meet this bound.
     app_runner = web.AppRunner(

@@ -95,6 +95,8 @@ class RunHandle:
     record: TaskRecord
     workflow: dict[str, dict[str, Any]]
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the record turns terminal in memory, before its final write (done follows).
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _preview_queues: list[asyncio.Queue[bytes]] = field(default_factory=list)
@@ -195,8 +197,14 @@ class TaskRunner:
         self._starting: set[str] = set()
         self.accepting = True
 
-    async def start(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
-        """Claim the task, write its first record and run it in the background."""
+    async def start(
+        self, task_id: str, workflow: dict[str, dict[str, Any]], *, durable_start: bool = True
+    ) -> RunHandle:
+        """Claim the task, write its first record and run it in the background.
+
+        durable_start False: the first record is written while the run starts (for callers
+        answered only when it ends; the claim already holds the task meanwhile).
+        """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
         if task_id in self.active or task_id in self._starting:
@@ -214,7 +222,9 @@ class TaskRunner:
                 raise TaskAlreadyRunning(task_id, here=False)
             handle = self._new_handle(task_id, workflow)
             writer = self._writer(handle)
-            if not await writer.start():
+            if not durable_start:
+                writer.start_soon()
+            elif not await writer.start():
                 await self._release(task_id)
                 raise StoreUnavailable("the store refused the task's first record")
         finally:
@@ -358,6 +368,7 @@ class TaskRunner:
             self.active.pop(handle.task_id, None)
             record = handle.record
             self.metrics.run_finished(record.status.value, self._clock() - record.created_at)
+            handle.ended.set()
             handle.done.set()
             await handle.notify()
 
@@ -589,6 +600,7 @@ class TaskRunner:
         record.updated_at = now
         if record.started_at is None and status is TaskStatus.SUCCEEDED:
             record.started_at = now
+        handle.ended.set()
         log.info(
             "task %s: %s%s",
             handle.task_id,

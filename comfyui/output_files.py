@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from comfyui.supervisor import ComfyUIProcess
+
 # How ComfyUI's main.py is told where to write outputs (and where its default lives).
 _OUTPUT_FLAG = "--output-directory"
 _BASE_FLAG = "--base-directory"
@@ -44,6 +46,13 @@ def output_directory(command: Sequence[str], cwd: str | os.PathLike[str] | None)
     for arg in command:
         if Path(arg).name == "main.py":
             return ((base / arg).parent / "output").absolute()
+    return None
+
+
+def child_output_directory(backend: object) -> Path | None:
+    """The output directory of a ComfyUI child the agent starts itself, if it can tell."""
+    if isinstance(backend, ComfyUIProcess):
+        return output_directory(backend.command, backend.cwd)
     return None
 
 

@@ -1,8 +1,11 @@
 """Task store in a directory shared by every instance (a NAS mount): one JSON file per task.
 
 Layout: ``<dir>/<task_id>.json`` holds the record; writers create ``.<task_id>.<random>.tmp``
-next to it, fsync it and rename it over the record, so a reader on any machine sees either
-the old or the new record, never part of one. Names that are not ``<valid id>.json`` are
+next to it and rename it over the record, so a reader on any machine sees either the old or
+the new record, never part of one. Terminal records are fsynced before the rename (they are
+the answer, and must survive a crash); progress records are not: each is superseded within
+the flush interval, and a crash ends the run (its lease) anyway, so waiting for the disk
+would only delay the final write queued behind them. Names that are not ``<valid id>.json`` are
 never read as tasks (temp files start with a dot, which no valid id does).
 
 A ``<valid id>.json`` that does not hold that task's record (a foreign or damaged file)
@@ -154,8 +157,9 @@ class FileStore:
         task_id = validate_task_id(task.task_id)
         await self.start()
         data = task.to_json().encode()
+        sync = task.status.is_terminal
         try:
-            await asyncio.to_thread(_write_atomically, self._dir, task_id, data)
+            await asyncio.to_thread(_write_atomically, self._dir, task_id, data, sync=sync)
         except OSError as exc:
             raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
         self._watchers.notify(task_id)
@@ -420,8 +424,10 @@ def _make_directory(directory: Path) -> None:
         directory.chmod(DIR_MODE)
 
 
-def _write_atomically(directory: Path, task_id: str, data: bytes, suffix: str = SUFFIX) -> None:
-    temp = _write_temp(directory, task_id, data)
+def _write_atomically(
+    directory: Path, task_id: str, data: bytes, suffix: str = SUFFIX, *, sync: bool = True
+) -> None:
+    temp = _write_temp(directory, task_id, data, sync=sync)
     try:
         os.replace(temp, directory / (task_id + suffix))
     except BaseException:
@@ -430,14 +436,14 @@ def _write_atomically(directory: Path, task_id: str, data: bytes, suffix: str = 
         raise
 
 
-def _write_temp(directory: Path, task_id: str, data: bytes) -> Path:
+def _write_temp(directory: Path, task_id: str, data: bytes, *, sync: bool = True) -> Path:
     temp = directory / f".{task_id}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    _write_new(temp, data)
+    _write_new(temp, data, sync=sync)
     return temp
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create path (it must not exist) holding data, flushed to disk."""
+def _write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Create path (it must not exist) holding data, flushed to disk unless sync is False."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, FILE_MODE)
     try:
@@ -447,7 +453,8 @@ def _write_new(path: Path, data: bytes) -> None:
                 os.fchmod(file.fileno(), FILE_MODE)
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -492,7 +499,10 @@ def _claim(claims: Path, task_id: str, owner: str, lease: float) -> bool:
 
 
 def _create_exclusively(claims: Path, task_id: str, path: Path, data: bytes) -> bool:
-    temp = _write_temp(claims, task_id, data)
+    # Not fsynced: a claim matters only while its lease runs, which a crash of this machine
+    # ends anyway, and a claim file left empty by one reads as garbage once it is old (see
+    # UNREADABLE_CLAIM_GRACE). Other instances see it on close (NFS close-to-open).
+    temp = _write_temp(claims, task_id, data, sync=False)
     try:
         os.link(temp, path)
     except FileExistsError:

@@ -55,10 +55,12 @@ FC_STATUS_HEADER = "x-fc-status"
 FC_FAILED = "404"
 
 
-async def start_run(svc: Services, task_id: str, workflow: dict[str, Any]) -> RunHandle:
+async def start_run(
+    svc: Services, task_id: str, workflow: dict[str, Any], *, durable_start: bool = True
+) -> RunHandle:
     """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
-        return await svc.runner.start(task_id, workflow)
+        return await svc.runner.start(task_id, workflow, durable_start=durable_start)
     except TaskAlreadyRunning as exc:
         raise ApiError(
             409, "TaskAlreadyRunning", str(exc), headers=task_headers(task_id, "running")
@@ -76,6 +78,26 @@ async def run_to_end(svc: Services, task_id: str, workflow: dict[str, Any]) -> T
     handle = await start_run(svc, task_id, workflow)
     await asyncio.shield(handle.done.wait())
     return handle.snapshot()
+
+
+async def run_and_answer(
+    svc: Services, task_id: str, workflow: dict[str, Any], mode: str
+) -> tuple[TaskRecord, int, dict[str, Any]]:
+    """Run to the end and build the answer, its files read while the final record is stored.
+
+    The answer is returned only once that write is done: a caller never holds a result
+    the store does not have yet.
+    """
+    handle = await start_run(svc, task_id, workflow, durable_start=False)
+    await asyncio.shield(handle.ended.wait())
+    answer = asyncio.ensure_future(finished_body(svc, handle.snapshot(), mode))
+    try:
+        await asyncio.shield(handle.done.wait())
+    except BaseException:
+        answer.cancel()
+        raise
+    status, body = await answer
+    return handle.snapshot(), status, body
 
 
 async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
@@ -125,10 +147,9 @@ async def run_sync(request: web.Request) -> web.Response:
                 _retry_later(exc)
             raise
         # Nobody reads an async answer's body inline: files stay on the output storage.
-        mode = "none"
+        status, body = await finished_body(svc, record, "none")
     else:
-        record = await run_to_end(svc, task_id, workflow)
-    status, body = await finished_body(svc, record, mode)
+        record, status, body = await run_and_answer(svc, task_id, workflow, mode)
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)

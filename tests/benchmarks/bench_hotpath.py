@@ -343,6 +343,14 @@ def report(results: list[StoreResult], args: argparse.Namespace, target: str) ->
         "0 (target <= -0.5)",
     )
     row(
+        "median of paired differences (ms)",
+        [
+            f"{p50([a - d for a, d in zip(r.agent_ms, r.direct_ms, strict=True)]):+.2f}"
+            for r in results
+        ],
+        "each agent run minus the direct run just before it",
+    )
+    row(
         f"{args.concurrency} concurrent runs: runs/s (ratio)",
         [f"{r.agent_rps:.1f} (**{r.agent_rps / r.direct_rps:.2f}x**)" for r in results],
         f"direct client {first.direct_rps:.1f} (target >= 0.95x)",
