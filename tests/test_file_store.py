@@ -313,11 +313,34 @@ async def test_failed_write_keeps_the_old_record_and_no_temp_file(
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(StoreError, match="No space left"):
-        await file_store.save(record(instance="new"))
+        # A terminal record: the one write that waits for the disk.
+        await file_store.save(record(instance="new", status=TaskStatus.SUCCEEDED))
     monkeypatch.undo()
     loaded = await file_store.load("task-1")
     assert loaded is not None and loaded.instance == "old"
     assert names(file_store.directory) == {"task-1.json"}
+
+
+async def test_only_terminal_records_wait_for_the_disk(
+    stores: Callable[..., FileStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_store = stores()
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    assert await file_store.claim("task-1", "me", 30)
+    await file_store.save(record(status=TaskStatus.QUEUED))
+    await file_store.save(record(status=TaskStatus.RUNNING))
+    assert synced == []  # claims and progress are superseded soon; a crash ends the lease
+    await file_store.save(record(status=TaskStatus.SUCCEEDED))
+    assert len(synced) == 1
+    loaded = await file_store.load("task-1")
+    assert loaded is not None and loaded.status is TaskStatus.SUCCEEDED
 
 
 # --- corrupted and foreign task files ----------------------------------------------------
