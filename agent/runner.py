@@ -380,8 +380,14 @@ class TaskRunner:
 
     async def _watch_cancel(self, handle: RunHandle) -> None:
         """Interrupt the run when another instance asked for it through the store."""
-        while True:
-            await asyncio.sleep(self.options.cancel_poll_interval)
+        # Ends when the run does, not only when cancelled: redis-py can swallow a
+        # cancellation that lands inside a command, and the run waits for this task.
+        while not handle.ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.cancel_poll_interval):
+                    await handle.ended.wait()
+            if handle.ended.is_set():
+                return
             try:
                 requested = await self._store.cancel_requested(handle.task_id)
             except StoreError:
