@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -48,6 +49,15 @@ from tests.benchmarks.bench_agent import AGENT, delete_prefixed_keys, rss_kib
 from tests.fake_comfyui.fixtures import free_port, start_fake_comfyui
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Runs `agent.cli` from the tree in $BENCH_AGENT_SOURCE, ahead of this checkout's editable
+# install (whose import hook would otherwise win over sys.path).
+FROM_SOURCE = """
+import os, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, os.environ["BENCH_AGENT_SOURCE"])
+from agent.cli import main
+main()
+"""
 STORE_URLS = {
     "file": "file://{tmp}/tasks",
     "memory": "memory://",
@@ -201,10 +211,12 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 6
 
 
 @contextlib.asynccontextmanager
-async def process(*argv: str, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+async def process(
+    *argv: str, log: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """A subprocess (output to log) that is terminated, by its PID, on exit."""
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out)
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out, env=env)
     try:
         yield proc
     finally:
@@ -228,12 +240,18 @@ async def measure_store(
     result = StoreResult(store=store_name)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [str(AGENT), "--host", "127.0.0.1", "--port", str(port), "--comfyui-url", comfy.url]
+    agent_cmd = [str(AGENT)]
+    env = None
+    if args.agent_source is not None:
+        # Another checkout's agent (e.g. the main branch, for before/after figures).
+        agent_cmd = [sys.executable, "-c", FROM_SOURCE]
+        env = {**os.environ, "BENCH_AGENT_SOURCE": str(args.agent_source.resolve())}
+    argv = [*agent_cmd, "--host", "127.0.0.1", "--port", str(port), "--comfyui-url", comfy.url]
     argv += ["--store", store]
     if comfy.output_dir is not None:
         argv += ["--comfyui-output-dir", str(comfy.output_dir)]
     argv += args.agent_arg
-    async with process(*argv, log=tmp / f"agent-{port}.log") as agent:
+    async with process(*argv, log=tmp / f"agent-{port}.log", env=env) as agent:
         await wait_http(session, f"{url}/readyz")
         await asyncio.sleep(1.0)
         result.idle_rss_mib = rss_kib(agent.pid)[0] / 1024
@@ -424,6 +442,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bare-uvloop", action="store_true", help="bare handler on uvloop")
     parser.add_argument(
         "--agent-arg", action="append", default=[], help="extra agent argument (repeatable)"
+    )
+    parser.add_argument(
+        "--agent-source",
+        type=Path,
+        help="run the agent from this source tree (python -m agent.cli) instead of this one",
     )
     return parser.parse_args()
 
