@@ -94,6 +94,20 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def fresh(self, task_id: str) -> FinishedAnswer | None:
+        """The task's answer when it can be served without asking the store (no I/O)."""
+        entry = self._entries.get(task_id)
+        if entry is None:
+            return None
+        if self._clock() - entry.checked_at > self._fresh_for:
+            return None
+        if entry.local_runs != self._local_runs():
+            return None
+        if entry.expires_at is not None and self._wall_clock() > entry.expires_at:
+            return None
+        self._entries.move_to_end(task_id)
+        return entry
+
     async def lookup(self, task_id: str) -> FinishedAnswer | TaskRecord | None:
         """The task's finished answer, or its stored record while unfinished, or None.
 
@@ -101,6 +115,9 @@ class AnswerCache:
         """
         if self._versioned is None:
             return await self._store.load(task_id)
+        answer = self.fresh(task_id)
+        if answer is not None:
+            return answer
         runs = self._local_runs()
         entry = self._entries.get(task_id)
         if entry is not None:

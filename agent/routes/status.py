@@ -39,6 +39,9 @@ async def load_answer(svc: Services, task_id: str) -> TaskRecord | FinishedAnswe
         # Running here (again): whatever was kept of an earlier run is out of date.
         svc.answers.forget(task_id)
         return record
+    answer = svc.answers.fresh(task_id)
+    if answer is not None:
+        return answer  # the common case of a poll: no coroutine, no I/O
     try:
         found = await svc.answers.lookup(task_id)
     except StoreError as exc:
