@@ -105,6 +105,15 @@ def plan_image_inputs(
     return planned
 
 
+def image_value_problem(value: str, max_bytes: int) -> str | None:
+    """Why value cannot be an image input's value (None when it can): the same forms rule."""
+    try:
+        _plan_one("", "", "", value, max_bytes)
+    except InputValueError as exc:
+        return exc.reason
+    return None
+
+
 def _plan_one(
     node_id: str, class_type: str, input_name: str, value: str, max_bytes: int
 ) -> ImageInput | None:
