@@ -12,10 +12,12 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
+from agent.apps.registry import AppRegistry
 from agent.errors import ApiError
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
+from agent.routes.apps import create_app_task, get_app, list_apps, run_app
 from agent.routes.health import healthz, initialize, metrics, openapi, pre_stop, readyz
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
@@ -87,6 +89,10 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_post("/api/tasks", create_task)
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_delete("/api/tasks/{task_id}", delete_task)
+    app.router.add_get("/api/apps", list_apps)
+    app.router.add_get("/api/apps/{app_id}", get_app)
+    app.router.add_post("/api/apps/{app_id}/run", run_app)
+    app.router.add_post("/api/apps/{app_id}/tasks", create_app_task)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -101,6 +107,10 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/openapi.json",
+        "/api/apps",
+        "/api/apps/{app_id}",
+        "/api/apps/{app_id}/run",
+        "/api/apps/{app_id}/tasks",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -192,6 +202,7 @@ def _services_context(
             events=events,
             runner=runner,
             preparer=preparer,
+            apps=AppRegistry(settings.apps, on_problem=lambda _: runner.metrics.app_problem()),
         )
         await backend.start()
         events.start()

@@ -105,13 +105,12 @@ def plan_image_inputs(
     return planned
 
 
-def image_value_problem(value: str, max_bytes: int) -> str | None:
-    """Why value cannot be an image input's value (None when it can): the same forms rule."""
-    try:
-        _plan_one("", "", "", value, max_bytes)
-    except InputValueError as exc:
-        return exc.reason
-    return None
+def plan_image_value(value: str, max_bytes: int) -> ImageInput | None:
+    """How one image input value is supplied (None: a file name, passed on as it is).
+
+    Raises InputValueError (its `reason` says why) for a value LoadImage cannot take.
+    """
+    return _plan_one("", "", "", value, max_bytes)
 
 
 def _plan_one(

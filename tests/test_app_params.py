@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from agent.apps.panels import App
 from agent.apps.params import ParamError, apply_params
 from agent.apps.parse import build_app
+from agent.inputs import content_name
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -56,7 +57,7 @@ APP = make_app()
 
 
 def apply(values: dict[str, Any]) -> dict[str, Any]:
-    return apply_params(APP, values, max_image_bytes=MAX_IMAGE)
+    return apply_params(APP, values, max_image_bytes=MAX_IMAGE).workflow
 
 
 def refused(values: dict[str, Any]) -> ParamError:
@@ -179,6 +180,20 @@ def test_too_large_inline_image_is_refused() -> None:
     big = base64.b64encode(PNG + b"\0" * 2048).decode()
     with pytest.raises(ParamError, match="larger than 1024 bytes"):
         apply_params(APP, {"10.image": big}, max_image_bytes=1024)
+
+
+def test_recorded_params_are_the_applied_values_with_inline_images_named() -> None:
+    b64 = base64.b64encode(PNG).decode()
+    call = apply_params(
+        APP,
+        {"3.steps": "30", "10.image": f"data:image/png;base64,{b64}", "6.text": "x"},
+        max_image_bytes=MAX_IMAGE,
+    )
+    name = call.workflow["10"]["inputs"]["image"]
+    assert name.startswith("data:")  # uploaded by the preparer later, like any LoadImage
+    assert call.params == {"3.steps": 30, "10.image": content_name(PNG, "png"), "6.text": "x"}
+    url = apply_params(APP, {"10.image": "https://x.test/a.png"}, max_image_bytes=MAX_IMAGE)
+    assert url.params == {"10.image": "https://x.test/a.png"}
 
 
 def test_select_matches_text_to_numeric_options() -> None:

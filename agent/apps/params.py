@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent.apps.panels import App, Option, Panel
-from agent.inputs import image_value_problem
+from agent.inputs import InputValueError, content_name, plan_image_value
 
 
 class ParamError(ValueError):
@@ -40,10 +41,18 @@ class ParamError(ValueError):
         }
 
 
-def apply_params(
-    app: App, values: Mapping[str, Any], *, max_image_bytes: int
-) -> dict[str, dict[str, Any]]:
-    """A copy of the app's workflow with values set; raises ParamError (and changes nothing)."""
+@dataclass(frozen=True)
+class AppCall:
+    """An app's workflow with parameters applied, and the parameters as the task keeps them."""
+
+    workflow: dict[str, dict[str, Any]]
+    # Values as applied (numbers parsed); inline images as the content-addressed name the
+    # upload gets, so a task record never holds megabytes of base64.
+    params: dict[str, Any]
+
+
+def apply_params(app: App, values: Mapping[str, Any], *, max_image_bytes: int) -> AppCall:
+    """The app's workflow (a copy) with values set; raises ParamError, changing nothing."""
     problems: list[tuple[str, str]] = []
     accepted: list[tuple[Panel, Any]] = []
     for name, value in values.items():
@@ -63,13 +72,24 @@ def apply_params(
     if problems:
         raise ParamError(problems)
     workflow = copy.deepcopy(app.prompt)
+    recorded: dict[str, Any] = {}
     for panel, value in accepted:
         node = workflow[panel.id or ""]
         inputs = node.get("inputs")
         if not isinstance(inputs, dict):
             inputs = node["inputs"] = {}
         inputs[panel.key] = value
-    return workflow
+        recorded[panel.name] = _recorded(panel, value, max_image_bytes)
+    return AppCall(workflow, recorded)
+
+
+def _recorded(panel: Panel, value: Any, max_image_bytes: int) -> Any:
+    if panel.type != "image" or panel.options:
+        return value
+    item = plan_image_value(value, max_image_bytes)  # checked already: cannot fail here
+    if item is None or item.data is None or item.extension is None:
+        return value  # a file name or a URL: short, and what the caller sent
+    return content_name(item.data, item.extension)
 
 
 def coerce_value(panel: Panel, value: Any, current: Any, max_image_bytes: int) -> Any:
@@ -176,9 +196,10 @@ def _image(panel: Panel, value: Any, max_image_bytes: int) -> str:
         if value not in [str(option) for option in panel.options]:
             raise ValueError("must be one of the app's images (options)")
         return value
-    problem = image_value_problem(value, max_image_bytes)
-    if problem is not None:
-        raise ValueError(problem)
+    try:
+        plan_image_value(value, max_image_bytes)
+    except InputValueError as exc:
+        raise ValueError(exc.reason) from None
     return value
 
 
