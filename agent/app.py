@@ -19,6 +19,7 @@ from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
 from agent.routes.apps import create_app_task, get_app, list_apps, run_app
 from agent.routes.health import healthz, initialize, metrics, openapi, pre_stop, readyz
+from agent.routes.pages import PAGE_ASSETS, apps_page, apps_redirect, apps_static
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
@@ -28,6 +29,7 @@ from agent.security import CorsPolicy, token_cookie_setter, token_middleware
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
 from agent.url_fetch import UrlFetcher
+from agent.web.assets import PageAssets
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
@@ -93,6 +95,11 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_get("/api/apps/{app_id}", get_app)
     app.router.add_post("/api/apps/{app_id}/run", run_app)
     app.router.add_post("/api/apps/{app_id}/tasks", create_app_task)
+    app[PAGE_ASSETS] = PageAssets.load()
+    app.router.add_get("/apps", apps_redirect)
+    app.router.add_get("/apps/", apps_page)
+    app.router.add_get("/apps/static/{name}", apps_static)
+    app.router.add_get("/apps/{app_id}", apps_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -111,6 +118,10 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         "/api/apps/{app_id}",
         "/api/apps/{app_id}/run",
         "/api/apps/{app_id}/tasks",
+        "/apps",
+        "/apps/",
+        "/apps/static/{name}",
+        "/apps/{app_id}",
         "/healthz",
         "/readyz",
         "/metrics",

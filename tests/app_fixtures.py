@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.agent_harness import TRACES_DIR
 
-# A real PNG (64x64) recorded with the traces: LoadImage accepts it, fake and real.
+# A real PNG recorded with the traces: LoadImage accepts it, fake and real.
 PNG = (TRACES_DIR / "load_image.upload.png").read_bytes()
 
 

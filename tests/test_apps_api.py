@@ -281,3 +281,24 @@ async def test_openapi_documents_the_app_routes(agent: AgentUnderTest) -> None:
 async def test_other_methods_on_app_routes_are_405(agent: AgentUnderTest) -> None:
     async with agent.session.delete(f"{agent.url}/api/apps/invert") as response:
         assert response.status == 405
+
+
+async def test_page_files_are_served_with_csp_and_etag(agent: AgentUnderTest) -> None:
+    for path in ("/apps/", "/apps/invert", "/apps/anything"):
+        async with agent.session.get(f"{agent.url}{path}") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    async with agent.session.get(f"{agent.url}/apps/static/apps.js") as response:
+        assert response.status == 200
+        assert response.content_type == "text/javascript"
+        etag = response.headers["ETag"]
+    headers = {"If-None-Match": etag}
+    async with agent.session.get(f"{agent.url}/apps/static/apps.js", headers=headers) as response:
+        assert response.status == 304
+    for missing in ("/apps/static/nope.js", "/apps/static/apps.html"):
+        async with agent.session.get(f"{agent.url}{missing}") as response:
+            assert response.status == 404
+    async with agent.session.get(f"{agent.url}/apps?token=x", allow_redirects=False) as response:
+        assert response.status == 308
+        assert response.headers["Location"] == "/apps/?token=x"
