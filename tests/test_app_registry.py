@@ -10,6 +10,8 @@ from typing import Any
 from agent.apps.parse import AppProblem
 from agent.apps.registry import AppRegistry
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "apps"
+
 
 def app_object(title: str = "Cats", **extra: Any) -> dict[str, Any]:
     return {
@@ -129,3 +131,12 @@ async def test_unreadable_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert "ok" in apps
     if os.geteuid() != 0:  # root reads anything
         assert registry.problems and registry.problems[0].source == "secret.json"
+
+
+async def test_the_example_apps_load_without_problems() -> None:
+    registry = AppRegistry(EXAMPLES, rescan=0)
+    apps = await registry.apps()
+    assert registry.problems == []
+    assert set(apps) == {"txt2img", "img2img"}
+    assert {"6.text", "3.steps", "3.sampler_name", "3.seed"} <= set(apps["txt2img"].parameters)
+    assert apps["img2img"].parameters["10.image"].type == "image"
