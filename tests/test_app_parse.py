@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -235,3 +236,14 @@ def test_comma_options_never_hold_blank_entries(parts: list[str]) -> None:
     panel = Panel.model_validate({"type": "select", "id": "1", "key": "k", "options": text})
     assert panel.options
     assert all(isinstance(o, str) and o == o.strip() and o for o in panel.options)
+
+
+def test_the_readme_example_app_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Apps") :]
+    start = section.index("```json") + len("```json")
+    document = json.loads(section[start : section.index("```", start)])
+    app = build_app(document, "readme")
+    assert app.id == "portrait"
+    assert app.parameters["3.cfg"].step == 0.5  # from _meta.edit
+    assert app.parameters["5.batch_size"].hidden
