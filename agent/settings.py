@@ -141,6 +141,12 @@ class AgentSettings(BaseSettings):
         parse_input_specs(value)
         return value
 
+    @field_validator("apps", mode="before")
+    @classmethod
+    def _no_apps(cls, value: Any) -> Any:
+        # AGENT_APPS= (empty) turns apps off rather than meaning the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
