@@ -17,6 +17,7 @@ from tests.app_fixtures import PNG, write_apps
 from tests.browser import open_browser, screenshot_path
 
 TOKEN = "page-test-token"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "apps"
 
 
 def failing_app() -> dict[str, Any]:
@@ -197,3 +198,21 @@ def test_page_files_ship_inside_the_package() -> None:
 
 
 pytestmark = pytest.mark.timeout(120)
+
+
+async def test_sampler_previews_show_while_it_runs(tmp_path: Path) -> None:
+    fake_args = ("--slow-delay", "0.02", "--preview-method", "latent2rgb")
+    async with running_agent(tmp_path, ["--apps", str(EXAMPLES)], fake_args=fake_args) as agent:
+        async with open_browser() as browser:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            problems = PageProblems(page)
+            await page.goto(f"{agent.url}/apps/txt2img")
+            await page.get_by_label("Steps", exact=True).fill("50")
+            await page.get_by_role("button", name="Run").click()
+            preview = page.locator(".preview img")
+            await expect(preview).to_be_visible(timeout=20_000)
+            assert await preview.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+            await page.screenshot(path=screenshot_path("apps-preview"))
+            await expect(page.locator(".results img")).to_be_visible(timeout=20_000)
+            await expect(preview).to_have_count(0)  # the preview gives way to the result
+            assert problems.messages == []

@@ -293,7 +293,7 @@ class Runner {
     if (window.matchMedia("(max-width: 820px)").matches) progress.element.scrollIntoView({ behavior: "smooth", block: "start" });
     const started = performance.now();
     try {
-      const result = await runOverSocket(this.app.id, params, (map) => progress.update(map));
+      const result = await runOverSocket(this.app.id, params, (map) => progress.update(map), (blob) => progress.preview(blob));
       progress.finish(`Done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
       this.output.append(this.results(result.data), h("p", { class: "help task-id" }, `Task ${result.task_id}`));
     } catch (error) {
@@ -392,14 +392,21 @@ function base64ToBlob(base64, mime) {
   return new Blob([bytes], { type: mime });
 }
 
-function runOverSocket(appId, params, onProgress) {
+function runOverSocket(appId, params, onProgress, onPreview) {
   return new Promise((resolve, reject) => {
     const url = apiUrl("api/run/ws");
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("previews", "1");
     const socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer";
     let settled = false;
     socket.addEventListener("open", () => socket.send(JSON.stringify({ app: appId, params })));
     socket.addEventListener("message", (event) => {
+      if (event.data instanceof ArrayBuffer) {
+        const preview = decodePreview(event.data);
+        if (preview) onPreview(preview);
+        return;
+      }
       const message = JSON.parse(event.data);
       if (message.type === "progress") onProgress(message.data);
       else if (message.type === "result") { settled = true; resolve(message); }
@@ -411,6 +418,30 @@ function runOverSocket(appId, params, onProgress) {
       }
     });
   });
+}
+
+// A sampler preview as ComfyUI sends it (when started with --preview-method): a 4-byte
+// event type, then for type 1 a 4-byte image type (1 JPEG, 2 PNG) and the image; for
+// type 4 a 4-byte metadata length, JSON metadata and the image.
+function decodePreview(buffer) {
+  if (buffer.byteLength < 8) return null;
+  const view = new DataView(buffer);
+  const event = view.getUint32(0);
+  if (event === 1) {
+    const mime = view.getUint32(4) === 2 ? "image/png" : "image/jpeg";
+    return new Blob([buffer.slice(8)], { type: mime });
+  }
+  if (event === 4) {
+    const length = view.getUint32(4);
+    let mime = "image/jpeg";
+    try {
+      mime = JSON.parse(new TextDecoder().decode(buffer.slice(8, 8 + length))).image_type || mime;
+    } catch {
+      return null;
+    }
+    return new Blob([buffer.slice(8 + length)], { type: mime });
+  }
+  return null;
 }
 
 // --- progress (the seed front end's rule) ----------------------------------------------
@@ -454,8 +485,25 @@ class ProgressView {
     this.fill = h("div");
     this.bar = h("div", { class: "bar", role: "progressbar", "aria-label": "Overall progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0 }, this.fill);
     this.current = h("div", { class: "current" });
+    this.previewSlot = h("div", { class: "preview", hidden: true });
     this.element = h("div", { class: "card progress" },
-      h("div", { class: "progress-head" }, this.percent, this.state), this.bar, this.current);
+      h("div", { class: "progress-head" }, this.percent, this.state), this.bar, this.current, this.previewSlot);
+  }
+
+  preview(blob) {
+    // Decode off-screen, then swap: frames arrive faster than a fresh <img> paints.
+    const url = URL.createObjectURL(blob);
+    const next = new Image();
+    next.alt = "Preview of the picture being made";
+    next.src = url;
+    next.decode().then(() => {
+      if (this.finished) return URL.revokeObjectURL(url);
+      const previous = this.previewUrl;
+      this.previewUrl = url;
+      this.previewSlot.replaceChildren(next);
+      this.previewSlot.hidden = false;
+      if (previous) URL.revokeObjectURL(previous);
+    }).catch(() => URL.revokeObjectURL(url));
   }
 
   update(map) {
@@ -483,11 +531,15 @@ class ProgressView {
   }
 
   finish(text) {
+    this.finished = true;
     const done = text.startsWith("Done");
     if (done) this.show(100);
     else this.bar.classList.add("failed");
     this.state.replaceChildren(h("span", { class: done ? "done-line" : "failed-line" }, text));
     this.current.replaceChildren();
+    this.previewSlot.replaceChildren();
+    this.previewSlot.hidden = true;
+    if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
   }
 }
 
