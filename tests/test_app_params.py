@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.apps.panels import App
@@ -206,12 +206,14 @@ def test_numbers_as_text_for_string_parameters() -> None:
     assert apply({"6.text": 42})["6"]["inputs"]["text"] == "42"
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.integers(min_value=1, max_value=50))
 def test_any_integer_in_range_is_accepted_as_text_or_number(steps: int) -> None:
     assert apply({"3.steps": str(steps)})["3"]["inputs"]["steps"] == steps
     assert apply({"3.steps": steps})["3"]["inputs"]["steps"] == steps
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.integers(min_value=-1000, max_value=1000))
 def test_out_of_range_integers_are_refused(steps: int) -> None:
     if 1 <= steps <= 50:
@@ -220,12 +222,14 @@ def test_out_of_range_integers_are_refused(steps: int) -> None:
         apply({"3.steps": steps})
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.integers(min_value=0, max_value=40))
 def test_half_steps_of_cfg(halves: int) -> None:
     value = halves / 2
     assert apply({"3.cfg": str(value)})["3"]["inputs"]["cfg"] == value
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.floats(min_value=0, max_value=20, allow_nan=False))
 def test_cfg_off_the_half_grid_is_refused(value: float) -> None:
     if abs(value * 2 - round(value * 2)) < 1e-6:
@@ -234,11 +238,13 @@ def test_cfg_off_the_half_grid_is_refused(value: float) -> None:
         apply({"3.cfg": value})
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.text(max_size=200))
 def test_any_text_is_a_valid_prompt(text: str) -> None:
     assert apply({"6.text": text})["6"]["inputs"]["text"] == text
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine may stall it
 @given(st.dictionaries(st.text(max_size=8), st.none() | st.integers() | st.text(max_size=8)))
 def test_arbitrary_values_either_apply_or_raise_param_error(values: dict[str, Any]) -> None:
     try:

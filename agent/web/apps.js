@@ -243,10 +243,15 @@ function uploadField(panel, fields) {
       reader.onerror = () => reject(reader.error);
       reader.readAsDataURL(file);
     });
-    reading.then((dataUrl) => {
+    // Never rejects: an unreadable file leaves the parameter unset, and says so.
+    reading = reading.then((dataUrl) => {
       zone.replaceChildren(h("img", { src: dataUrl, alt: `Preview of ${file.name}` }), input);
       note.textContent = `${file.name} · ${formatBytes(file.size)}`;
-    }).catch(() => { note.textContent = `${file.name} could not be read`; });
+      return dataUrl;
+    }).catch(() => {
+      note.textContent = `${file.name} could not be read`;
+      return undefined;
+    });
   });
   const shell = fieldShell(panel, id, h("div", {}, zone, note));
   fields.set(panel.name, { panel, input, error: shell.error, value: () => reading });
