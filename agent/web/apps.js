@@ -11,6 +11,8 @@ const IMAGE_TYPES = { png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", w
 const VIDEO_TYPES = { mp4: "video/mp4", webm: "video/webm", mov: "video/quicktime", mkv: "video/x-matroska" };
 const AUDIO_TYPES = { flac: "audio/flac", wav: "audio/wav", mp3: "audio/mpeg", ogg: "audio/ogg", opus: "audio/ogg", m4a: "audio/mp4" };
 
+const KIND_NAMES = { image: "picture", string: "text", select: "choice", number: "number" };
+
 const ERROR_TITLES = {
   ParamError: "Please check the form",
   InputError: "An input could not be used",
@@ -90,7 +92,7 @@ function appCard(app) {
     h("a", { class: "app-card", href: encodeURIComponent(app.id) },
       h("h2", {}, app.title),
       h("p", {}, app.description || `${leaves.length} setting${leaves.length === 1 ? "" : "s"}`),
-      h("div", { class: "chips" }, kinds.map((kind) => h("span", { class: "chip" }, kind)))));
+      h("div", { class: "chips" }, kinds.map((kind) => h("span", { class: "chip" }, KIND_NAMES[kind] || kind)))));
 }
 
 function leafPanels(panels) {
