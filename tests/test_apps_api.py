@@ -284,9 +284,9 @@ async def test_other_methods_on_app_routes_are_405(agent: AgentUnderTest) -> Non
 
 
 async def test_page_files_are_served_with_csp_and_etag(agent: AgentUnderTest) -> None:
-    for path in ("/apps/", "/apps/invert", "/apps/anything"):
+    for path, status in (("/apps/", 200), ("/apps/invert", 200), ("/apps/anything", 404)):
         async with agent.session.get(f"{agent.url}{path}") as response:
-            assert response.status == 200
+            assert response.status == status
             assert response.content_type == "text/html"
             assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     async with agent.session.get(f"{agent.url}/apps/static/apps.js") as response:

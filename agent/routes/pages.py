@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.errors import ApiError
+from agent.services import services
 from agent.web.assets import PAGE, SECURITY_HEADERS, Asset, PageAssets
 
 PAGE_ASSETS = web.AppKey("page_assets", PageAssets)
@@ -21,8 +22,12 @@ async def apps_redirect(request: web.Request) -> web.Response:
 
 
 async def apps_page(request: web.Request) -> web.Response:
-    """The page shell, for the list and for every app."""
-    return _answer(request, request.app[PAGE_ASSETS].files[PAGE])
+    """The page shell, for the list and for every app (404 status for an unknown app)."""
+    response = _answer(request, request.app[PAGE_ASSETS].files[PAGE])
+    app_id = request.match_info.get("app_id")
+    if app_id is not None and await services(request).apps.get(app_id) is None:
+        response.set_status(404)  # the page itself says so, in words
+    return response
 
 
 async def apps_static(request: web.Request) -> web.Response:
