@@ -28,7 +28,9 @@ socket.addEventListener("message", (event) => {
   show(type);
   if (type === "status") {
     if (data.sid) $("sid").textContent = data.sid;
-    $("queue").textContent = data.status.exec_info.queue_remaining;
+    const remaining = data.status.exec_info.queue_remaining;
+    $("queue").textContent = remaining;
+    if (remaining > 0) body.dataset.busySeen = "yes"; // some client's prompt was queued
   } else if (type === "executing") {
     $("node").textContent = data.node ?? "";
   } else if (type === "progress") {
