@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, WebSocket
+from playwright.async_api import Browser, Page, Response, WebSocket
 
 from agent.app import create_app
 from agent.cli import make_backend
@@ -137,6 +137,25 @@ def script_prompt(seed: int) -> dict[str, Any]:
     return prompt
 
 
+# Run in the page: the default graph made small (64x64, 3 steps); returns its checkpoint.
+SMALL_GRAPH = """() => {
+  const graph = window.app.graph;
+  const set = (id, name, value) => {
+    graph.getNodeById(id).widgets.find((widget) => widget.name === name).value = value;
+  };
+  set(5, "width", 64);
+  set(5, "height", 64);
+  set(3, "steps", 3);
+  window.app.canvas.setDirty(true, true);
+  return graph.getNodeById(4).widgets[0].value;
+}"""
+
+
+def is_queue_request(response: Response) -> bool:
+    """The editor's POST /api/prompt (its Run button)."""
+    return response.url.endswith("/api/prompt") and response.request.method == "POST"
+
+
 def require_checkpoint() -> None:
     if not (Path(COMFYUI_DIR) / "models" / "checkpoints" / CHECKPOINT).exists():
         pytest.skip(f"{CHECKPOINT} is not in models/checkpoints")
@@ -238,7 +257,15 @@ async def test_the_real_editor_works_through_the_agent(stack: RealStack) -> None
     require_checkpoint()
     async with open_browser() as browser:
         watch = await open_editor(browser, f"{stack.url}/", "real_editor_loaded")
-        prompt_id = await queue(stack.url, script_prompt(seed=int(time.time())))
+        page = watch.page
+        # The default graph is the script example's workflow: make it small, press Run.
+        assert await page.evaluate(SMALL_GRAPH) == CHECKPOINT
+        async with page.expect_response(is_queue_request) as answer:
+            await page.get_by_role("button", name=re.compile(r"^\s*Run")).first.click()
+        response = await answer.value
+        assert response.status == 200, await response.text()
+        assert (await response.request.all_headers())["origin"] == stack.url
+        prompt_id = (await response.json())["prompt_id"]
         deadline = time.monotonic() + 400  # a loaded 2-core machine is slow
         while not {"progress", "executed"} <= watch.events_for(prompt_id):
             assert time.monotonic() < deadline, watch.events_for(prompt_id)
@@ -248,7 +275,12 @@ async def test_the_real_editor_works_through_the_agent(stack: RealStack) -> None
             assert time.monotonic() < deadline, "the editor never loaded the output image"
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # let it paint
-        await watch.page.screenshot(path=screenshot_path("real_editor_after_run"))
+        await page.screenshot(path=screenshot_path("real_editor_after_run"))
+        # A prompt queued by another client (no client_id) shows its progress on the page.
+        other = await queue(stack.url, script_prompt(seed=int(time.time())))
+        while "progress" not in watch.events_for(other):
+            assert time.monotonic() < deadline, watch.events_for(other)
+            await asyncio.sleep(0.2)
         assert watch.closed == [], "the editor's /ws closed"
         assert watch.refused() == [], watch.refused()
 
@@ -267,11 +299,11 @@ async def test_the_real_editor_read_only(stack: RealStack) -> None:
                  headers: {"Content-Type": "application/json"}, body: "{}"})).status"""
         )
         assert status == 405
-        # It still watches: a prompt queued elsewhere shows in its queue counter.
+        # It still watches: a prompt queued elsewhere shows its progress.
         require_checkpoint()
         prompt_id = await queue(stack.url, script_prompt(seed=int(time.time()) + 1))
         deadline = time.monotonic() + 400  # a loaded 2-core machine is slow
-        while "executing" not in watch.events_for(prompt_id):
+        while "progress" not in watch.events_for(prompt_id):
             assert time.monotonic() < deadline, watch.frames[-5:]
             await asyncio.sleep(0.2)
         assert watch.closed == []
