@@ -28,6 +28,8 @@ from agent.http.origin import (
         ({"Host": "x.fcapp.run", "Origin": "https://x.fcapp.run"}, True),  # TLS in front
         ({"Host": "x.fcapp.run", "Origin": "http://x.fcapp.run"}, True),
         ({"Host": "x.fcapp.run", "Origin": "https://x.fcapp.run:8443"}, False),
+        ({"Host": "x.fcapp.run", "Origin": "https://x.fcapp.run:443"}, True),
+        ({"Host": "x.fcapp.run", "Origin": "http://x.fcapp.run:443"}, False),
         ({"Host": "x.fcapp.run:443", "Origin": "https://x.fcapp.run"}, True),
         ({"Host": "x.fcapp.run:80", "Origin": "https://x.fcapp.run"}, False),
         ({"Host": "x.fcapp.run", "Origin": "https://evil.example"}, False),

@@ -17,10 +17,11 @@ which the agent refuses for origins it does not allow; a non-browser client can 
 header, `Origin` included, and is held off by the token, not by this check.
 
 Unlike ComfyUI, the check holds for every host, not only loopback ones: the agent is
-usually reached under a public name, where ComfyUI's rule would switch itself off. Like
-ComfyUI, a `Host` without a port is compared by host name only when the scheme is unknown
-(TLS may be terminated in front of the agent), and `Origin: null` is refused (ComfyUI lets
-it through) unless `--cors-origins *`.
+usually reached under a public name, where ComfyUI's rule would switch itself off. A `Host`
+without a port, when no `X-Forwarded-Proto` tells the scheme (TLS may end in front of the
+agent), matches its host name on either scheme's default port (ComfyUI ignores the port
+then, and the scheme always). `Origin: null` is refused (ComfyUI lets it through) unless
+`--cors-origins *`.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ def same_origin(origin: Address, agent: Address) -> bool:
         return origin_port == agent.port
     if agent.scheme is not None:
         return origin_port == DEFAULT_PORTS[agent.scheme]
-    # No port and no scheme: the client used a default port of a scheme the agent cannot
-    # see (TLS ended in front of it); ComfyUI compares host names only in this case too.
-    return origin.port is None
+    # No port and no scheme: the client used the default port of a scheme the agent cannot
+    # see (TLS may end in front of it), so any origin on its own scheme's default port is it.
+    return origin_port == DEFAULT_PORTS[origin.scheme or "http"]
 
 
 def _http_scheme(scheme: str) -> str:
