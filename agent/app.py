@@ -12,12 +12,15 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
+from agent.apps.registry import AppRegistry
 from agent.errors import ApiError
 from agent.http.origin import OriginGuard
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
+from agent.routes.apps import create_app_task, get_app, list_apps, run_app
 from agent.routes.health import healthz, initialize, metrics, openapi, pre_stop, readyz
+from agent.routes.pages import PAGE_ASSETS, apps_page, apps_redirect, apps_static
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
@@ -27,6 +30,7 @@ from agent.security import CorsPolicy, token_cookie_setter, token_middleware
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
 from agent.url_fetch import UrlFetcher
+from agent.web.assets import PageAssets
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
@@ -90,6 +94,15 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_post("/api/tasks", create_task)
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_delete("/api/tasks/{task_id}", delete_task)
+    app.router.add_get("/api/apps", list_apps)
+    app.router.add_get("/api/apps/{app_id}", get_app)
+    app.router.add_post("/api/apps/{app_id}/run", run_app)
+    app.router.add_post("/api/apps/{app_id}/tasks", create_app_task)
+    app[PAGE_ASSETS] = PageAssets.load()
+    app.router.add_get("/apps", apps_redirect)
+    app.router.add_get("/apps/", apps_page)
+    app.router.add_get("/apps/static/{name}", apps_static)
+    app.router.add_get("/apps/{app_id}", apps_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -104,6 +117,14 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/openapi.json",
+        "/api/apps",
+        "/api/apps/{app_id}",
+        "/api/apps/{app_id}/run",
+        "/api/apps/{app_id}/tasks",
+        "/apps",
+        "/apps/",
+        "/apps/static/{name}",
+        "/apps/{app_id}",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -195,6 +216,7 @@ def _services_context(
             events=events,
             runner=runner,
             preparer=preparer,
+            apps=AppRegistry(settings.apps, on_problem=lambda _: runner.metrics.app_problem()),
         )
         await backend.start()
         events.start()

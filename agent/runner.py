@@ -195,8 +195,18 @@ class TaskRunner:
         self._starting: set[str] = set()
         self.accepting = True
 
-    async def start(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
-        """Claim the task, write its first record and run it in the background."""
+    async def start(
+        self,
+        task_id: str,
+        workflow: dict[str, dict[str, Any]],
+        *,
+        app: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Claim the task, write its first record and run it in the background.
+
+        app and params (an app run) are kept in the task record.
+        """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
         if task_id in self.active or task_id in self._starting:
@@ -213,6 +223,7 @@ class TaskRunner:
             if not claimed:
                 raise TaskAlreadyRunning(task_id, here=False)
             handle = self._new_handle(task_id, workflow)
+            handle.record.app, handle.record.params = app, params
             writer = self._writer(handle)
             if not await writer.start():
                 await self._release(task_id)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from agent.apps.registry import AppRegistry
 from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
 from agent.settings import AgentSettings
@@ -29,6 +30,7 @@ class Services:
     events: EventStream
     runner: TaskRunner
     preparer: WorkflowPreparer
+    apps: AppRegistry
     # Open client websockets, closed at shutdown so none holds the exit.
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

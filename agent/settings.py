@@ -26,6 +26,12 @@ def _default_store() -> str:
     return "file://./data/tasks"
 
 
+def _default_apps() -> Path | None:
+    # Apps on the NAS are served by every instance that mounts it.
+    shared = Path("/mnt/auto/comfyui/apps")
+    return shared if shared.is_dir() else None
+
+
 def _default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -108,6 +114,11 @@ class AgentSettings(BaseSettings):
     ws_first_message_timeout: float = Field(
         60.0, gt=0, description="seconds a /api/run/ws client has to send its workflow"
     )
+    apps: Path | None = Field(
+        default_factory=_default_apps,
+        description="directory of app files (*.json), re-read on change"
+        " (default /mnt/auto/comfyui/apps when it exists)",
+    )
     instance: str = Field(default_factory=_default_instance, description="this instance's name")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="log level")
@@ -129,6 +140,12 @@ class AgentSettings(BaseSettings):
     def _check_image_inputs(cls, value: list[str]) -> list[str]:
         parse_input_specs(value)
         return value
+
+    @field_validator("apps", mode="before")
+    @classmethod
+    def _no_apps(cls, value: Any) -> Any:
+        # AGENT_APPS= (empty) turns apps off rather than meaning the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

@@ -97,6 +97,9 @@ class TaskRecord(BaseModel):
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Seeds the run used (node id -> input -> value), -1 replaced by the random pick.
     seeds: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # The app the task ran (None for a plain workflow) and the parameters it was given.
+    app: str | None = None
+    params: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Serialise for storage."""

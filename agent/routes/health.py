@@ -31,10 +31,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this instance."""
     svc = services(request)
+    apps = await svc.apps.apps()
     text = svc.runner.metrics.render(
         queue_depth=len(svc.runner.active),
         child_restarts=svc.backend.restarts,
         comfyui_ready=svc.backend.ready,
+        apps_loaded=len(apps),
+        apps_broken=len(svc.apps.problems),
     )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

@@ -1,5 +1,7 @@
 """GET /api/run/ws: run a workflow (or watch a task with ?id=) and stream its progress.
 
+The first message is the workflow, or `{"app": id, "params": {...}}` to run an app.
+
 Messages: `{"type": "progress", "task_id", "data": <progress map>}` on every change, then
 one `{"type": "result", ...}` (with results) or `{"type": "error", ...}`, then close.
 """
@@ -15,7 +17,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from agent.errors import ApiError
+from agent.routes.apps import app_run_from_message, is_app_message
 from agent.routes.common import (
+    RunRequest,
     checked_workflow,
     finished_body,
     invalid_task_id,
@@ -61,8 +65,11 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
     body = await _first_message(ws, svc.settings.ws_first_message_timeout)
-    workflow = checked_workflow(svc, body)
-    handle = await start_run(svc, task_id, workflow)
+    if is_app_message(body):
+        run = await app_run_from_message(svc, body)
+    else:
+        run = RunRequest(checked_workflow(svc, body))
+    handle = await start_run(svc, task_id, run)
     previews = request.query.get("previews") in ("1", "true")
     await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
 
