@@ -57,6 +57,9 @@ class NodeProgress(BaseModel):
     last_updated: int = 0
     images: list[OutputFile] | None = None
     cached: bool = False
+    # Where each of `images` was delivered (same order): s3://bucket/key or a presigned
+    # https URL; None when no output store is set.
+    urls: list[str] | None = None
 
     @property
     def done(self) -> bool:
@@ -131,6 +134,9 @@ class TaskRecord(BaseModel):
         under `outputs`, so sync answers carry e.g. a text node's text.
         """
         result = {node_id: node.model_dump(mode="json") for node_id, node in self.progress.items()}
+        for node in result.values():
+            if node["urls"] is None:
+                del node["urls"]  # the Go agent's map, unchanged when nothing was uploaded
         for node_id, output in self.outputs.items():
             other = {key: value for key, value in output.items() if key not in FILE_OUTPUT_KEYS}
             if other and node_id in result:

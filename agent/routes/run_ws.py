@@ -22,6 +22,7 @@ from agent.routes.common import (
     parse_json,
     results_mode,
 )
+from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.runner import RunHandle
@@ -60,9 +61,10 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
         task_id = task_id_from_headers(request.headers, request.query)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
+    plan = await request_plan(svc, request)
     body = await _first_message(ws, svc.settings.ws_first_message_timeout)
     workflow = checked_workflow(svc, body)
-    handle = await start_run(svc, task_id, workflow)
+    handle = await start_run(svc, task_id, workflow, plan)
     previews = request.query.get("previews") in ("1", "true")
     await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
 

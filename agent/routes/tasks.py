@@ -20,6 +20,7 @@ from agent.routes.common import (
     request_task_id,
     task_headers,
 )
+from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.services import Services, services
@@ -60,6 +61,7 @@ async def create_task(request: web.Request) -> web.Response:
     task_id = request_task_id(request)
     with errors_name_task(task_id):
         workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
+        plan = await request_plan(svc, request)
     existing = await load_task(svc, task_id)
     if existing is not None:
         status = existing.effective_status(time.time())
@@ -68,7 +70,7 @@ async def create_task(request: web.Request) -> web.Response:
         if not status.is_terminal:
             return record_response(existing, 202)
     try:
-        handle = await start_run(svc, task_id, workflow)
+        handle = await start_run(svc, task_id, workflow, plan)
     except ApiError as exc:
         if exc.status != 409:
             raise
