@@ -173,3 +173,26 @@ async def _wait_terminal(agent: AgentUnderTest, task_id: str) -> dict[str, Any]:
             if record.get("status") in ("succeeded", "failed", "interrupted"):
                 return dict(record)
             await asyncio.sleep(0.05)
+
+
+async def test_webhook_carries_the_urls(s3_server: S3Server, tmp_path: Path) -> None:
+    from tests.delivery_fixtures import WEBHOOK_SECRET, WebhookReceiver
+
+    bucket = s3_server.make_bucket()
+    receiver = WebhookReceiver()
+    await receiver.start()
+    flags = [
+        *("--output-store", s3_server.url(bucket)),
+        *("--webhook", receiver.url, "--webhook-secret", WEBHOOK_SECRET),
+        *("--url-fetch-allow", "127.0.0.1"),
+    ]
+    try:
+        async with running_agent(tmp_path, flags=flags) as agent:
+            status, _, _ = await post(agent, "/api/tasks", prompt(), {"task-id": "wu-1"})
+            assert status == 202
+            [event] = await receiver.wait_events(1)
+    finally:
+        await receiver.stop()
+    node = event["data"]["progress"]["3"]
+    assert node["urls"] == [f"s3://{bucket}/out/wu-1/{node['images'][0]['filename']}"]
+    assert "results" not in node
