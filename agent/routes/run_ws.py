@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError
 from agent.routes.common import (
     checked_workflow,
@@ -66,7 +67,16 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
     workflow = checked_workflow(svc, body)
     handle = await start_run(svc, task_id, workflow, plan)
     previews = request.query.get("previews") in ("1", "true")
-    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
+    await _stream(
+        svc,
+        ws,
+        task_id,
+        handle.updates(),
+        mode,
+        handle if previews else None,
+        True,
+        plan.image_format,
+    )
 
 
 async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
@@ -89,6 +99,7 @@ async def _stream(
     mode: str,
     previews_from: RunHandle | None,
     require_results: bool,
+    image_format: ImageFormat | None = None,
 ) -> None:
     """Send progress until the task ends, then the result or error; stop if the client goes."""
     reader = asyncio.create_task(_drain(ws))
@@ -121,7 +132,9 @@ async def _stream(
                 sent = progress
         if last is None or reader.done():
             return
-        status, body = await finished_body(svc, last, mode, require_results=require_results)
+        status, body = await finished_body(
+            svc, last, mode, require_results=require_results, image_format=image_format
+        )
         if status == 200:
             await _send(ws, {"type": "result", "task_id": task_id, "data": body})
         else:
