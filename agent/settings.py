@@ -155,6 +155,12 @@ class AgentSettings(BaseSettings):
         parse_input_specs(value)
         return value
 
+    @field_validator("webhook", "warmup", "comfyui_output_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Deployment templates set every variable, some to "": that means "not set".
+        return None if value == "" else value
+
     @field_validator("output_store")
     @classmethod
     def _check_output_store(cls, value: str | None) -> str | None:
