@@ -6,7 +6,13 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class TaskStatus(StrEnum):
@@ -58,8 +64,16 @@ class NodeProgress(BaseModel):
     images: list[OutputFile] | None = None
     cached: bool = False
     # Where each of `images` was delivered (same order): s3://bucket/key or a presigned
-    # https URL; None when no output store is set.
+    # https URL; None (and left out of the JSON) when nothing was uploaded.
     urls: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_urls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The Go agent's node, unchanged when no output store is used.
+        data: dict[str, Any] = handler(self)
+        if data.get("urls", ()) is None:
+            del data["urls"]
+        return data
 
     @property
     def done(self) -> bool:
@@ -134,9 +148,6 @@ class TaskRecord(BaseModel):
         under `outputs`, so sync answers carry e.g. a text node's text.
         """
         result = {node_id: node.model_dump(mode="json") for node_id, node in self.progress.items()}
-        for node in result.values():
-            if node["urls"] is None:
-                del node["urls"]  # the Go agent's map, unchanged when nothing was uploaded
         for node_id, output in self.outputs.items():
             other = {key: value for key, value in output.items() if key not in FILE_OUTPUT_KEYS}
             if other and node_id in result:

@@ -154,6 +154,10 @@ async def test_request_store_on_a_private_endpoint_is_refused(tmp_path: Path) ->
         assert status == 422
         assert body["message"] == "DeliveryRefused"
         assert "--url-fetch-allow" in body["error"]
+        headers = {"X-Output-Store": "s3://bucket-y/p?endpoint=http://no-such-host.invalid:9000"}
+        status, _, body = await post(agent, "/api/run", prompt(), headers)
+        assert status == 422
+        assert "no-such-host.invalid" in body["error"]
         headers = {"X-Output-Store": "s3://bucket-y/p?nope=1"}
         status, _, body = await post(agent, "/api/tasks", prompt(), headers)
         assert status == 422

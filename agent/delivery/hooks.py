@@ -103,8 +103,13 @@ class Delivery:
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            except OSError as exc:
+                raise DeliveryRefused(f"output store endpoint {host}: {exc}") from None
+            # The client resolves again when it connects; a name that changes its answer in
+            # between (DNS rebinding) is not caught here, unlike webhook and image fetches.
+            addresses = [ipaddress.ip_address(str(info[4][0])) for info in infos]
         for address in addresses:
             reason = self._policy.check(host, address)
             if reason is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mimetypes
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 from agent.delivery.image_format import ImageFormat
 from comfyui.client import ComfyUIClient
 from store.records import OutputFile
+
+log = logging.getLogger("agent.outputs")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class OutputFiles:
         try:
             path = await asyncio.to_thread(self.in_output_dir, file)
             if path is None:
+                log.debug("%s/%s not in the output directory: /view", file.type, file.filename)
                 path = workdir / "original"
                 await self._client.download(file.filename, file.subfolder, file.type, path)
             name = file.filename
