@@ -186,6 +186,7 @@ def _services_context(
                 metrics=delivery_metrics,
                 timeout=settings.webhook_timeout,
                 attempts=settings.webhook_attempts,
+                trusted_url=settings.webhook,
             ),
             policy=AddressPolicy(settings.url_fetch_allow),
             metrics=delivery_metrics,

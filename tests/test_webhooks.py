@@ -121,12 +121,23 @@ async def test_failed_and_interrupted_tasks_and_per_request_url(
 
 
 async def test_webhook_urls_are_fenced(receiver: WebhookReceiver, tmp_path: Path) -> None:
-    async with running_agent(tmp_path) as agent:
-        for url in (receiver.url, "http://169.254.169.254/x", "ftp://example.com/", "nope"):
-            status, body = await post(agent, "/api/run", prompt(), {"X-Webhook-Url": url})
-            assert status == 422, url
-            assert body["message"] == "DeliveryRefused"
-        assert receiver.attempts == []
+    trusted = WebhookReceiver()
+    await trusted.start()
+    try:
+        # The operator's own --webhook may be on a private address; callers' URLs may not.
+        flags = ["--webhook", trusted.url, "--webhook-secret", WEBHOOK_SECRET]
+        async with running_agent(tmp_path, flags=flags) as agent:
+            for url in (receiver.url, "http://169.254.169.254/x", "ftp://example.com/", "nope"):
+                status, body = await post(agent, "/api/run", prompt(), {"X-Webhook-Url": url})
+                assert status == 422, url
+                assert body["message"] == "DeliveryRefused"
+            assert receiver.attempts == []
+            status, _ = await post(agent, "/api/run", prompt(), {"task-id": "wh-op"})
+            assert status == 200
+            [event] = await trusted.wait_events(1)
+            assert event["data"]["task_id"] == "wh-op"
+    finally:
+        await trusted.stop()
 
 
 async def test_client_errors_are_not_retried(receiver: WebhookReceiver) -> None:

@@ -8,9 +8,10 @@ package). Without a secret the event is sent unsigned (no `webhook-signature`).
 
 Attempts: a 2xx ends delivery; a 5xx, 408, 429, timeout or connection error is retried
 after a back-off (doubling, capped) up to `attempts` in all; anything else (3xx, 4xx,
-refused address) ends it as failed. URLs are fenced like image URLs: no private,
-loopback or metadata addresses unless `--url-fetch-allow` allows them, checked on the
-literal URL and on every resolved address (see agent/url_fetch.py); redirects are not
+refused address) ends it as failed. Caller-given URLs are fenced like image URLs: no
+private, loopback or metadata addresses unless `--url-fetch-allow` allows them, checked on
+the literal URL and on every resolved address (see agent/url_fetch.py); the operator's own
+`--webhook` URL is trusted (receivers inside the VPC are common). Redirects are not
 followed.
 """
 
@@ -58,6 +59,7 @@ class WebhookSender:
         max_backoff: float = 60.0,
         resolver: AbstractResolver | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        trusted_url: str | None = None,
     ) -> None:
         if attempts < 1 or timeout <= 0 or backoff < 0:
             raise ValueError("attempts must be >= 1, timeout > 0 and backoff >= 0")
@@ -72,9 +74,13 @@ class WebhookSender:
             policy, resolver, connect_timeout=timeout, user_agent="comfyui-agent"
         )
         self._sleep = sleep
+        self._trusted_url = trusted_url
+        self._trusted_session: aiohttp.ClientSession | None = None
 
     def check(self, url: str) -> str:
         """Return url if it may be used (scheme, no credentials, no blocked IP literal)."""
+        if url == self._trusted_url:
+            return url
         try:
             check_url(self._policy, url, URL(url))
         except FetchRefused as exc:
@@ -131,14 +137,17 @@ class WebhookSender:
 
     async def _attempt(self, url: str, message_id: str, body: str) -> tuple[str, str]:
         """("delivered" | "retry" | "fail", what happened)."""
-        try:
-            check_url(self._policy, url, URL(url))
-        except FetchRefused as exc:
-            return "fail", exc.reason
+        trusted = url == self._trusted_url
+        if not trusted:
+            try:
+                check_url(self._policy, url, URL(url))
+            except FetchRefused as exc:
+                return "fail", exc.reason
+        session = self._trusted() if trusted else self._sessions.get()
         headers = self.signed_headers(message_id, body, datetime.now(UTC))
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._sessions.get().post(
+                async with session.post(
                     url, data=body.encode(), headers=headers, allow_redirects=False
                 ) as response:
                     await response.read()
@@ -155,6 +164,17 @@ class WebhookSender:
             return "retry", f"HTTP {status}"
         return "fail", f"HTTP {status}"
 
+    def _trusted(self) -> aiohttp.ClientSession:
+        """A plain session for the operator's own URL (no address fence)."""
+        if self._trusted_session is None or self._trusted_session.closed:
+            self._trusted_session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                headers={"User-Agent": "comfyui-agent"},
+            )
+        return self._trusted_session
+
     async def close(self) -> None:
-        """Close the session and the resolver it made."""
+        """Close the sessions and the resolver made for them."""
         await self._sessions.close()
+        if self._trusted_session is not None:
+            await self._trusted_session.close()
