@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import WSCloseCode, web
@@ -13,6 +14,12 @@ from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
 from agent.apps.registry import AppRegistry
+from agent.delivery.hooks import Delivery
+from agent.delivery.metrics import DeliveryMetrics
+from agent.delivery.output_files import OutputFiles, output_dir_from_command
+from agent.delivery.uploads import Uploader
+from agent.delivery.warmup import Warmup
+from agent.delivery.webhook import WebhookSender
 from agent.errors import ApiError
 from agent.http.origin import OriginGuard
 from agent.inputs import parse_input_specs
@@ -152,6 +159,18 @@ async def _close_websockets(app: web.Application) -> None:
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"agent shutting down")
 
 
+def _output_dir(settings: AgentSettings) -> Path | None:
+    """Where ComfyUI writes outputs, when the agent can tell (else files come over /view)."""
+    if settings.comfyui_output_dir is not None:
+        return settings.comfyui_output_dir
+    if settings.comfyui_url:
+        return None
+    found = output_dir_from_command(settings.command or settings.comfyui_args)
+    if found is None and not settings.command and settings.comfyui_dir is not None:
+        return settings.comfyui_dir / "output"
+    return found
+
+
 def _services_context(
     settings: AgentSettings, backend: ComfyUIBackend
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -177,6 +196,27 @@ def _services_context(
             image_inputs=parse_input_specs(settings.image_inputs),
             max_input_bytes=settings.max_input_bytes,
         )
+        delivery_metrics = DeliveryMetrics()
+        delivery = Delivery(
+            store=store,
+            uploader=Uploader(
+                OutputFiles(client, _output_dir(settings)),
+                delivery_metrics,
+                concurrency=settings.upload_concurrency,
+            ),
+            webhooks=WebhookSender(
+                AddressPolicy(settings.url_fetch_allow),
+                secret=settings.webhook_secret or None,
+                metrics=delivery_metrics,
+                timeout=settings.webhook_timeout,
+                attempts=settings.webhook_attempts,
+                trusted_url=settings.webhook,
+            ),
+            policy=AddressPolicy(settings.url_fetch_allow),
+            metrics=delivery_metrics,
+            default_store=settings.output_store,
+            optional=settings.output_store_optional,
+        )
         runner = TaskRunner(
             client=client,
             events=events,
@@ -191,6 +231,14 @@ def _services_context(
             ),
             max_queue=settings.max_queue,
             prepare=preparer,
+            hooks=delivery,
+        )
+        warmup = Warmup(
+            settings.warmup,
+            runner=runner,
+            backend=backend,
+            metrics=delivery_metrics,
+            timeout=settings.warmup_timeout,
         )
 
         def on_child_exit(code: int | None) -> None:
@@ -217,13 +265,18 @@ def _services_context(
             runner=runner,
             preparer=preparer,
             apps=AppRegistry(settings.apps, on_problem=lambda _: runner.metrics.app_problem()),
+            delivery=delivery,
+            warmup=warmup,
         )
         await backend.start()
         events.start()
+        warmup.start()
         try:
             yield
         finally:
+            await warmup.stop()
             await runner.shutdown(settings.shutdown_grace)
+            await delivery.close()
             remove_listener()
             remove_ready_listener()
             await events.stop()

@@ -21,6 +21,7 @@ TASK_ERROR_STATUS: dict[str, tuple[int, str]] = {
     "shutting_down": (503, "ShuttingDown"),
     "store_error": (503, "StoreError"),
     "timeout": (504, "RunTimeout"),
+    "output_upload_failed": (502, "OutputUploadFailed"),
 }
 
 

@@ -30,6 +30,43 @@ RESULTS_QUERY = {
     "required": False,
     "schema": {"type": "string", "enum": ["base64", "none"]},
 }
+# Delivery (agent/delivery/plan.py): where outputs go and whom to tell.
+DELIVERY_PARAMETERS = [
+    {
+        "name": "X-Output-Store",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "upload outputs to s3://BUCKET/PREFIX?endpoint=URL&region=R",
+    },
+    {
+        "name": "X-Webhook-Url",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "format": "uri"},
+        "description": "POST task.succeeded / task.failed / task.interrupted here (signed)",
+    },
+    {
+        "name": "presign",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "number", "minimum": 0, "maximum": 604800},
+        "description": "urls are presigned GET URLs valid this many seconds",
+    },
+    {
+        "name": "format",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["jpeg", "webp"]},
+        "description": "convert still image outputs (copies) inline and uploaded",
+    },
+    {
+        "name": "quality",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+]
 WORKFLOW_BODY = {
     "required": True,
     "content": {"application/json": {"schema": _ref("Workflow")}},
@@ -87,7 +124,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/run": {
                 "post": {
                     "summary": "Run a workflow and answer when it ends",
-                    "parameters": [TASK_ID_HEADER, RESULTS_QUERY],
+                    "parameters": [TASK_ID_HEADER, RESULTS_QUERY, *DELIVERY_PARAMETERS],
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
                         "200": _json(progress_map, "the progress map with results"),
@@ -118,7 +155,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/tasks": {
                 "post": {
                     "summary": "Start a workflow in the background",
-                    "parameters": [TASK_ID_HEADER],
+                    "parameters": [TASK_ID_HEADER, *DELIVERY_PARAMETERS],
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
                         "200": _json(_ref("TaskRecord"), "the task already succeeded"),

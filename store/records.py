@@ -6,7 +6,13 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class TaskStatus(StrEnum):
@@ -57,6 +63,17 @@ class NodeProgress(BaseModel):
     last_updated: int = 0
     images: list[OutputFile] | None = None
     cached: bool = False
+    # Where each of `images` was delivered (same order): s3://bucket/key or a presigned
+    # https URL; None (and left out of the JSON) when nothing was uploaded.
+    urls: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_urls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The Go agent's node, unchanged when no output store is used.
+        data: dict[str, Any] = handler(self)
+        if data.get("urls", ()) is None:
+            del data["urls"]
+        return data
 
     @property
     def done(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError, bad_request, task_error_status
 from agent.inputs import InputValueError
 from agent.results import fetch_results, progress_with_results
@@ -140,7 +141,12 @@ def errors_name_task(task_id: str) -> Iterator[None]:
 
 
 async def finished_body(
-    services: Services, record: TaskRecord, mode: str, *, require_results: bool = True
+    services: Services,
+    record: TaskRecord,
+    mode: str,
+    *,
+    require_results: bool = True,
+    image_format: ImageFormat | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Status and body for a finished task: the progress map, or the error with it.
 
@@ -152,7 +158,7 @@ async def finished_body(
         results = None
         if mode == "base64":
             try:
-                results = await fetch_results(services.client, record)
+                results = await fetch_results(services.client, record, image_format=image_format)
             except ComfyUIError as exc:
                 if not require_results:
                     log.info("task %s: results not inlined: %s", record.task_id, exc)

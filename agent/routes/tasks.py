@@ -20,6 +20,7 @@ from agent.routes.common import (
     task_headers,
     workflow_run,
 )
+from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.services import Services, services
@@ -65,6 +66,7 @@ async def start_task(request: web.Request, read: RunReader) -> web.Response:
     task_id = request_task_id(request)
     with errors_name_task(task_id):
         run = await read(svc, request)
+        plan = await request_plan(svc, request)
     existing = await load_task(svc, task_id)
     if existing is not None:
         status = existing.effective_status(time.time())
@@ -73,7 +75,7 @@ async def start_task(request: web.Request, read: RunReader) -> web.Response:
         if not status.is_terminal:
             return record_response(existing, 202)
     try:
-        handle = await start_run(svc, task_id, run)
+        handle = await start_run(svc, task_id, run, plan)
     except ApiError as exc:
         if exc.status != 409:
             raise
