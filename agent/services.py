@@ -9,13 +9,16 @@ import aiohttp
 from aiohttp import web
 
 from agent.answer_cache import AnswerCache
+from agent.apps.registry import AppRegistry
+from agent.delivery.hooks import Delivery
+from agent.delivery.output_files import OutputFiles
+from agent.delivery.warmup import Warmup
 from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
 from agent.settings import AgentSettings
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
-from comfyui.output_files import FileSource
 from store.base import Store
 
 
@@ -31,10 +34,14 @@ class Services:
     events: EventStream
     runner: TaskRunner
     preparer: WorkflowPreparer
+    apps: AppRegistry
+    # Output uploads and webhooks at the end of runs; the warm-up gate on readiness.
+    delivery: Delivery | None = None
+    warmup: Warmup | None = None
     # Finished tasks' read answers as bytes (None: every read goes to the store).
     answers: AnswerCache | None = None
     # Where output files are read for sync answers (ComfyUI's output dir, else /view).
-    output_files: FileSource | None = None
+    output_files: OutputFiles | None = None
     # Open client websockets, closed at shutdown so none holds the exit.
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

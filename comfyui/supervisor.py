@@ -285,16 +285,6 @@ class ComfyUIProcess:
     # -- read-only surface -------------------------------------------------------------
 
     @property
-    def command(self) -> list[str]:
-        """The command that starts the child."""
-        return list(self._command)
-
-    @property
-    def cwd(self) -> str | None:
-        """The child's working directory (None: the agent's)."""
-        return self._cwd
-
-    @property
     def base_url(self) -> str:
         """Root URL of the child's HTTP API."""
         return self._base_url

@@ -17,16 +17,19 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.delivery.plan import DeliveryPlan
 from agent.errors import ApiError, unavailable
 from agent.routes.common import (
-    checked_workflow,
+    RunReader,
+    RunRequest,
     errors_name_task,
     finished_body,
-    read_json_body,
     request_task_id,
     results_mode,
     task_headers,
+    workflow_run,
 )
+from agent.routes.delivery_plan import answer_mode, request_plan
 from agent.routes.status import load_task
 from agent.runner import (
     QueueFull,
@@ -53,14 +56,28 @@ ASYNC_FINAL_FAILURE_STATUS = 200
 # response carries this header with this value; without it, any answer is a success.
 FC_STATUS_HEADER = "x-fc-status"
 FC_FAILED = "404"
+# How long an async invocation's answer waits for the task's webhook to be delivered.
+WEBHOOK_WAIT = 300.0
 
 
 async def start_run(
-    svc: Services, task_id: str, workflow: dict[str, Any], *, durable_start: bool = True
+    svc: Services,
+    task_id: str,
+    run: RunRequest,
+    delivery: object = None,
+    *,
+    durable_start: bool = True,
 ) -> RunHandle:
     """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
-        return await svc.runner.start(task_id, workflow, durable_start=durable_start)
+        return await svc.runner.start(
+            task_id,
+            run.workflow,
+            app=run.app,
+            params=run.params,
+            delivery=delivery,
+            durable_start=durable_start,
+        )
     except TaskAlreadyRunning as exc:
         raise ApiError(
             409, "TaskAlreadyRunning", str(exc), headers=task_headers(task_id, "running")
@@ -73,24 +90,28 @@ async def start_run(
         raise unavailable(f"task store unavailable: {exc}", message="StoreError") from exc
 
 
-async def run_to_end(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+async def run_to_end(
+    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+) -> TaskRecord:
     """Start the run and wait for it; the run goes on if the caller leaves."""
-    handle = await start_run(svc, task_id, workflow)
+    handle = await start_run(svc, task_id, run, delivery)
     await asyncio.shield(handle.done.wait())
     return handle.snapshot()
 
 
 async def run_and_answer(
-    svc: Services, task_id: str, workflow: dict[str, Any], mode: str
+    svc: Services, task_id: str, run: RunRequest, plan: DeliveryPlan, mode: str
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
     """Run to the end and build the answer, its files read while the final record is stored.
 
     The answer is returned only once that write is done: a caller never holds a result
     the store does not have yet.
     """
-    handle = await start_run(svc, task_id, workflow, durable_start=False)
+    handle = await start_run(svc, task_id, run, plan, durable_start=False)
     await asyncio.shield(handle.ended.wait())
-    answer = asyncio.ensure_future(finished_body(svc, handle.snapshot(), mode))
+    answer = asyncio.ensure_future(
+        finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format)
+    )
     try:
         await asyncio.shield(handle.done.wait())
     except BaseException:
@@ -100,7 +121,9 @@ async def run_and_answer(
     return handle.snapshot(), status, body
 
 
-async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+async def run_idempotently(
+    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+) -> TaskRecord:
     """The task's outcome, running it only when no earlier delivery succeeded or runs."""
     lease = svc.runner.options.lease
     deadline = time.monotonic() + lease + 10
@@ -117,7 +140,9 @@ async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]
                 if final is not None and final.status is not TaskStatus.LOST:
                     return final
         try:
-            handle = await svc.runner.start(task_id, workflow)
+            handle = await svc.runner.start(
+                task_id, run.workflow, app=run.app, params=run.params, delivery=delivery
+            )
         except TaskAlreadyRunning:
             # Claimed by another delivery in between, or a dead owner's claim not yet
             # expired: look again shortly.
@@ -131,15 +156,22 @@ async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]
 
 async def run_sync(request: web.Request) -> web.Response:
     """Run the workflow in the body; answer the progress map with results when it ends."""
+    return await answer_run(request, workflow_run)
+
+
+async def answer_run(request: web.Request, read: RunReader) -> web.Response:
+    """Run what the request asks for (read from its body) and answer when it ends."""
     svc = services(request)
     task_id = request_task_id(request)
     async_invocation = is_async_invocation(request.headers)
     with errors_name_task(task_id):
         mode = results_mode(request, svc.settings.results)
-        workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
+        run = await read(svc, request)
+        plan = await request_plan(svc, request)
+        mode = answer_mode(request, plan, mode)
     if async_invocation:
         try:
-            record = await run_idempotently(svc, task_id, workflow)
+            record = await run_idempotently(svc, task_id, run, plan)
         except TaskAlreadyRunning as exc:
             raise _retry_later(unavailable(str(exc), message="TaskAlreadyRunning")) from exc
         except ApiError as exc:
@@ -147,9 +179,12 @@ async def run_sync(request: web.Request) -> web.Response:
                 _retry_later(exc)
             raise
         # Nobody reads an async answer's body inline: files stay on the output storage.
-        status, body = await finished_body(svc, record, "none")
+        if svc.delivery is not None:
+            # FC may freeze the instance once it answers: send the webhook first.
+            await svc.delivery.wait_delivered(task_id, WEBHOOK_WAIT)
+        status, body = await finished_body(svc, record, "none", image_format=plan.image_format)
     else:
-        record, status, body = await run_and_answer(svc, task_id, workflow, mode)
+        record, status, body = await run_and_answer(svc, task_id, run, plan, mode)
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)
