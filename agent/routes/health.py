@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from agent.openapi import openapi_document
 from agent.services import services
@@ -36,7 +37,8 @@ async def metrics(request: web.Request) -> web.Response:
         child_restarts=svc.backend.restarts,
         comfyui_ready=svc.backend.ready,
     )
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    # The exposition format's own content type (text format 0.0.4).
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 async def initialize(request: web.Request) -> web.Response:
