@@ -65,7 +65,24 @@ def _safe_headers(exc: web.HTTPException) -> dict[str, str]:
 
 async def method_not_allowed(request: web.Request) -> web.Response:
     """The agent's own routes answer 405 for other methods instead of reaching ComfyUI."""
-    raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.path}")
+    error = f"{request.method} is not allowed on {request.path}"
+    # RFC 9110: a 405 lists the methods the resource supports.
+    allow = ", ".join(_allowed_methods(request))
+    raise ApiError(405, "MethodNotAllowed", error, headers={"Allow": allow})
+
+
+def _allowed_methods(request: web.Request) -> list[str]:
+    """The methods registered for the matched path, on any of its resources."""
+    canonical = request.match_info.route.resource
+    path = canonical.canonical if canonical is not None else request.path
+    methods = {
+        route.method
+        for resource in request.app.router.resources()
+        if resource.canonical == path
+        for route in resource
+        if route.method != "*"
+    }
+    return sorted(methods)
 
 
 def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Application:
