@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -32,7 +34,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this instance."""
     svc = services(request)
-    text = svc.runner.metrics.render(
+    # Off the loop: the process collector reads /proc on every scrape (metrics are
+    # thread-safe in prometheus-client).
+    text = await asyncio.to_thread(
+        svc.runner.metrics.render,
         queue_depth=len(svc.runner.active),
         child_restarts=svc.backend.restarts,
         comfyui_ready=svc.backend.ready,
