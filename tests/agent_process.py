@@ -1,6 +1,6 @@
 """Start the agent the way users do: the `comfyui-agent` console script as its own process.
 
-One spawn helper for every test that needs a real agent process (signals, process death,
+One spawn function for every test that needs a real agent process (signals, process death,
 several instances on one store, contract tests over the network). The agent leads its own
 session and gets its own fake ComfyUI child (own port and directories under `base`); the
 supervisor puts that child in a session of its own, so `kill_tree` kills both groups, by PID.
