@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.metrics import Metrics
+from agent.node_timing import NodeTimer
 from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
 from agent.workflow import PreparationError, PreparedWorkflow
@@ -213,6 +214,8 @@ class TaskRunner:
         self._retrier: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
         self.accepting = True
+        # Runs that ended here (final record written): readers' caches check it.
+        self.finished_runs = 0
 
     async def start(
         self,
@@ -395,6 +398,7 @@ class TaskRunner:
             self.active.pop(handle.task_id, None)
             record = handle.record
             self.metrics.run_finished(record.status.value, self._clock() - record.created_at)
+            self.finished_runs += 1
             if self.hooks is not None:
                 self.hooks.after_end(handle)
             handle.ended.set()
@@ -556,6 +560,7 @@ class TaskRunner:
         options = self.options
         record = handle.record
         last_event = self._clock()
+        timer = NodeTimer(handle.workflow, tracker.prompt_id)
         while not tracker.finished:
             if handle.abort is not None:
                 self._finish(handle, *handle.abort)
@@ -579,12 +584,15 @@ class TaskRunner:
             else:
                 last_event = now
                 changed = tracker.apply(item, now)
+                for node_type, seconds in timer.apply(item, now):
+                    self.metrics.node_executed(node_type, seconds)
             if not changed:
                 continue
             became_running = tracker.started and record.status is TaskStatus.QUEUED
             if became_running:
                 record.status = TaskStatus.RUNNING
                 record.started_at = now
+                self.metrics.run_started(now - record.created_at)
             record.outputs = tracker.outputs
             record.updated_at = now
             if tracker.finished:
