@@ -34,8 +34,8 @@ def expires_at(record: TaskRecord, ttl: float | None) -> float | None:
     if ttl is None:
         return None
     if record.status.is_terminal:
-        # A terminal record without finished_at (e.g. LOST written by a reader) ages from
-        # its last update instead, so it still expires.
+        # A terminal record without finished_at (written by hand, or by an older version)
+        # ages from its last update instead, so it still expires.
         finished = record.finished_at if record.finished_at is not None else record.updated_at
         return finished + ttl
     if record.lease_expires_at is not None:

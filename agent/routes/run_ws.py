@@ -64,7 +64,9 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
     workflow = checked_workflow(svc, body)
     handle = await start_run(svc, task_id, workflow)
     previews = request.query.get("previews") in ("1", "true")
-    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
+    # Live from the run; through the store should another run take the task over.
+    updates = _follow(svc, task_id, handle)
+    await _stream(svc, ws, task_id, updates, mode, handle if previews else None, True)
 
 
 async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
@@ -74,9 +76,20 @@ async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: s
         raise invalid_task_id(exc) from exc
     if await load_task(svc, task_id) is None:
         raise ApiError(404, "TaskNotFound", f"task {task_id} not found")
-    lease_check = svc.runner.options.lease / 3
-    updates = follow_task(svc.runner, svc.store, task_id, lease_check=lease_check)
-    await _stream(svc, ws, task_id, updates, mode, None, False)
+    await _stream(svc, ws, task_id, _follow(svc, task_id), mode, None, False)
+
+
+def _follow(
+    svc: Services, task_id: str, handle: RunHandle | None = None
+) -> AsyncGenerator[TaskRecord, None]:
+    return follow_task(
+        svc.runner,
+        svc.store,
+        task_id,
+        lease_check=svc.runner.options.lease / 3,
+        lost_grace=svc.settings.lost_grace,
+        handle=handle,
+    )
 
 
 async def _stream(
@@ -119,7 +132,11 @@ async def _stream(
                 sent = progress
         if last is None or reader.done():
             return
-        status, body = await finished_body(svc, last, mode, require_results=require_results)
+        # A run taken over by another instance ended there: its files may not be readable here.
+        here = last.instance == svc.settings.instance
+        status, body = await finished_body(
+            svc, last, mode, require_results=require_results and here
+        )
         if status == 200:
             await _send(ws, {"type": "result", "task_id": task_id, "data": body})
         else:
