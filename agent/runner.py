@@ -9,12 +9,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from agent.metrics import Metrics
 from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
 from agent.run_claim import RunClaim
+from agent.submission import ChildBackend, submit_prompt
 from agent.workflow import PreparationError, PreparedWorkflow
 from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
 from comfyui.event_stream import ConnectionGap, EventStream, Subscription
@@ -43,12 +44,8 @@ def task_log(record: TaskRecord | RunHandle | str) -> dict[str, str | None]:
     return {"task_id": record.task_id, "prompt_id": record.prompt_id}
 
 
-class Readiness(Protocol):
-    """What the runner needs of the ComfyUI backend (child supervisor or attached server)."""
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait until ComfyUI answers; False on timeout."""
-        ...
+# What the runner needs of the ComfyUI backend (child supervisor or attached server).
+Readiness = ChildBackend
 
 
 class TaskAlreadyRunning(Exception):
@@ -541,13 +538,24 @@ class TaskRunner:
         tracker.nodes = handle.record.progress
         with self._events.subscribe(prompt_id) as subscription:
             try:
-                await self._client.submit(
-                    workflow, prompt_id=prompt_id, client_id=self._events.client_id
+                await submit_prompt(
+                    self._client,
+                    self._backend,
+                    self._events,
+                    workflow,
+                    prompt_id,
+                    ready_timeout=min(options.ready_timeout, max(deadline - self._clock(), 0)),
+                    connect_timeout=options.connect_timeout,
+                    stop=handle.aborted,
+                    log_extra=task_log(handle),
                 )
             except PromptRejected as exc:
                 self._finish(handle, TaskStatus.FAILED, _validation_error(exc))
                 return
             except ComfyUIUnavailable as exc:
+                if handle.abort is not None:  # stopped while waiting to post it again
+                    self._finish(handle, *handle.abort)
+                    return
                 self._finish(
                     handle,
                     TaskStatus.FAILED,

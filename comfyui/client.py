@@ -18,6 +18,10 @@ class ComfyUIUnavailable(ComfyUIError):
     """Connection refused/reset or a 5xx: ComfyUI is down, restarting or overloaded."""
 
 
+class NotConnected(ComfyUIUnavailable):
+    """No connection to ComfyUI could be made (refused, unreachable): nothing was sent."""
+
+
 class PromptRejected(ComfyUIError):
     """ComfyUI refused the prompt (validation): status and its JSON body are kept."""
 
@@ -163,5 +167,7 @@ class ComfyUIClient:
                 except ValueError:
                     payload = text
                 return response.status, payload
+        except aiohttp.ClientConnectorError as exc:
+            raise NotConnected(f"{method} {path} failed: {exc!r}") from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ComfyUIUnavailable(f"{method} {path} failed: {exc!r}") from exc
