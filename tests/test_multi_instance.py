@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,9 @@ class Cluster:
         return agent
 
 
-async def spawn_agent(base: Path, instance: str, store_url: str) -> AgentProcess:
+async def spawn_agent(
+    base: Path, instance: str, store_url: str, extra_flags: Sequence[str] = ()
+) -> AgentProcess:
     """Start `comfyui-agent` with its own fake ComfyUI child, in a new session."""
     log_path = _log_path(base)
     port, comfyui_port = free_port(), free_port()
@@ -124,6 +126,7 @@ async def spawn_agent(base: Path, instance: str, store_url: str) -> AgentProcess
         instance,
         "--store",
         store_url,  # after agent_argv's own --store: the last one wins
+        *extra_flags,
     ]
     argv = agent_argv(base, comfyui_port, flags=flags)
     with log_path.open("wb") as log:
