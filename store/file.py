@@ -13,9 +13,18 @@ finished more than ttl ago, unfinished ones whose lease ran out more than ttl ag
 files older than temp_max_age (a crashed writer's); instances may sweep at once.
 
 Claims, their fencing tokens and cancel requests live in ``<dir>/.claims/`` (a name no
-task file can have); see store.file_claims, which also says what NFS can and cannot promise
-about fenced writes. The sweeper also removes old temp files there, expired cancel
-requests, and the claims of tasks it swept.
+task file can have; store.file_claims). The sweeper also removes old temp files there,
+expired cancel requests, and the claims of tasks it swept.
+
+Fencing, and what NFS can and cannot promise: a save carrying a claim token writes its temp
+file, then reads the task's claim and renames the record into place only while the token is
+current. NFS promises atomic rename, exclusive create and close-to-open consistency (a file
+opened after another client closed or renamed it shows that client's bytes); it offers no
+compare-and-swap on content and no dependable lock. So the token check and the rename are
+two steps: an owner frozen exactly between them for a whole lease, while another instance
+takes the task over, lands one stale write on waking. Claim take-overs themselves are
+serialised per claim version by exclusively created markers (store.file_claims, with the
+details). On Redis, both are one atomic script.
 """
 
 from __future__ import annotations
