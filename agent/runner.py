@@ -350,7 +350,8 @@ class TaskRunner:
     # -- one run -----------------------------------------------------------------------
 
     async def _run(self, handle: RunHandle, writer: RecordWriter, claim: RunClaim) -> None:
-        cancel_watch = asyncio.create_task(self._watch_cancel(handle))
+        run_ended = asyncio.Event()
+        cancel_watch = asyncio.create_task(self._watch_cancel(handle, run_ended))
         try:
             await self._execute(handle, writer)
         except asyncio.CancelledError:
@@ -365,6 +366,7 @@ class TaskRunner:
                 TaskError(type="agent_error", message=f"unexpected agent error: {exc!r}"),
             )
         finally:
+            run_ended.set()
             cancel_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cancel_watch
@@ -414,9 +416,11 @@ class TaskRunner:
             extra=task_log(handle),
         )
 
-    async def _watch_cancel(self, handle: RunHandle) -> None:
+    async def _watch_cancel(self, handle: RunHandle, run_ended: asyncio.Event) -> None:
         """Interrupt the run when another instance asked for it through the store."""
-        while True:
+        # Ends on run_ended, not only on cancel(): redis-py may swallow a cancellation that
+        # lands as its command completes, and this loop would then poll forever.
+        while not run_ended.is_set():
             await asyncio.sleep(self.options.cancel_poll_interval)
             try:
                 requested = await self._store.cancel_requested(handle.task_id)

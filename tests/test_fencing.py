@@ -229,11 +229,14 @@ async def test_frozen_owner_resumed_after_a_take_over_stops_and_writes_nothing(
             await asyncio.sleep(0.5)  # anything A would still write has landed by now
         assert final["instance"] == b.instance and final["prompt_id"] == on_b["prompt_id"]
         assert final["progress"]["2"]["value"] == 60
-        writers = {(v["instance"], v["prompt_id"]) for v in stored.versions}
-        assert stored.versions and writers == {(b.instance, on_b["prompt_id"])}, stored.versions
+        # (B's first versions may predate its prompt id: B answered from its live run.)
+        writers = {v["instance"] for v in stored.versions}
+        prompts = {v["prompt_id"] for v in stored.versions} - {None}
+        assert writers == {b.instance} and prompts == {on_b["prompt_id"]}, stored.versions
         assert entry is not None, "A's prompt never ended on A's ComfyUI"
         events = [name for name, _ in entry["status"]["messages"]]
-        assert "execution_interrupted" in events and "execution_success" not in events, events
+        interrupted = "execution_interrupted" in events and "execution_success" not in events
+        assert interrupted, (events, a.log_tail(80))
         # Only B's run produced the task's output file.
         a_out = tmp_path / "A" / "fake" / "output"
         made_by_a = [p.name for p in a_out.glob(f"{prefix}*")]
