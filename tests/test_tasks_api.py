@@ -222,7 +222,11 @@ async def test_task_whose_owner_stopped_renewing_reads_lost(agent: AgentUnderTes
     assert messages[-1]["type"] == "error"
     assert messages[-1]["data"]["message"] == "TaskLost"
     assert time.monotonic() - started >= LOST_GRACE
-    # FC delivering it again runs it here.
+    # Lost is not final: DELETE asks its owner, should it come back, to stop it.
+    status, _, body = await request(agent, "DELETE", "/api/tasks/orphan-1")
+    assert status == 202 and body["status"] == "lost"
+    assert await store.cancel_requested("orphan-1")
+    # FC delivering it again runs it here (a new claim: the request was for the old run).
     status, h, _ = await request(
         agent, "POST", "/api/run", slow_prompt(2), **{**ASYNC, "task-id": "orphan-1"}
     )
