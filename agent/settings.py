@@ -79,6 +79,11 @@ class AgentSettings(BaseSettings):
     task_lease: float = Field(
         30.0, gt=0, description="seconds without renewal after which a running task is lost"
     )
+    lost_grace: float = Field(
+        60.0,
+        ge=0,
+        description="seconds a watcher of a lost task keeps watching (its owner may come back)",
+    )
     token: str = Field("", repr=False, description="bearer token for /api/* (empty: no auth)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated allowed CORS origins"

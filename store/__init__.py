@@ -1,6 +1,6 @@
 """Task store: where task records live so that every instance can answer for every task."""
 
-from store.base import InvalidTaskId, Store, StoreError, validate_task_id
+from store.base import ClaimSuperseded, InvalidTaskId, Store, StoreError, validate_task_id
 from store.factory import open_store
 from store.file import FileStore
 from store.memory import MemoryStore
@@ -14,6 +14,7 @@ from store.records import (
 from store.redis import RedisStore
 
 __all__ = [
+    "ClaimSuperseded",
     "FileStore",
     "InvalidTaskId",
     "MemoryStore",

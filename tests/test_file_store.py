@@ -421,7 +421,7 @@ async def test_sweep_survives_files_vanishing_under_it(
     temp = file_store.directory / ".x.1111.tmp"
     temp.write_text("{")
     age(temp, 7200)
-    real_read, real_unlink = store.file._read_file, Path.unlink
+    real_read, real_unlink = store.file.read_file, Path.unlink
 
     def read_after_another_sweeper(path: Path) -> Any:
         if path.name == "done-0.json":
@@ -433,7 +433,7 @@ async def test_sweep_survives_files_vanishing_under_it(
             real_unlink(path)  # another instance wins between read and unlink
         real_unlink(path, missing_ok)
 
-    monkeypatch.setattr(store.file, "_read_file", read_after_another_sweeper)
+    monkeypatch.setattr(store.file, "read_file", read_after_another_sweeper)
     monkeypatch.setattr(Path, "unlink", unlink_after_another_sweeper)
     assert await file_store.sweep() == 4
     monkeypatch.undo()
@@ -454,15 +454,15 @@ async def test_sweep_keeps_a_record_rewritten_while_it_judged_it(
 ) -> None:
     file_store = stores(ttl=60)
     path = await save_aged(file_store, "task-1", TaskStatus.FAILED, 120)
-    real_read = store.file._read_file
+    real_read = store.file.read_file
     fresh = record(instance="retried").to_json().encode()
 
     def read_then_rewritten(read_path: Path) -> Any:
         found = real_read(read_path)
-        store.file._write_atomically(read_path.parent, "task-1", fresh)
+        store.file.write_atomically(read_path.parent, "task-1", fresh, ".json")
         return found
 
-    monkeypatch.setattr(store.file, "_read_file", read_then_rewritten)
+    monkeypatch.setattr(store.file, "read_file", read_then_rewritten)
     assert await file_store.sweep() == 0
     assert path.read_bytes() == fresh
 
