@@ -144,7 +144,9 @@ class AgentSettings(BaseSettings):
     webhook_attempts: int = Field(5, ge=1, le=20, description="tries per webhook event")
     webhook_timeout: float = Field(10.0, gt=0, description="seconds one webhook POST may take")
     warmup: Path | None = Field(
-        None, description="workflow JSON run once before /readyz and /initialize say ready"
+        None,
+        description="workflow JSON file, or an app id, run once before /readyz and /initialize"
+        " say ready",
     )
     warmup_timeout: float = Field(
         600.0, gt=0, description="seconds the warm-up may take before readiness goes on"
