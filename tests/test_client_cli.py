@@ -252,7 +252,20 @@ def test_detach_then_watch(agent: AgentServer, tmp_path: Path) -> None:
     )
     assert started.returncode == 0, started.stderr
     assert started.stdout == "cli-bg\n"
-    assert f"comfyui-agent watch cli-bg --url {agent.url}" in started.stderr
+    assert "watch it: comfyui-agent watch cli-bg\n" in started.stderr  # $COMFYUI_AGENT_URL
+    other = run_client(
+        agent.url,
+        "run",
+        str(workflow),
+        "--detach",
+        "--url",
+        agent.url + "/",
+        "--task-id",
+        "cli-bg3",
+        cwd=tmp_path,
+        COMFYUI_AGENT_URL="http://x",
+    )
+    assert f"watch it: comfyui-agent watch cli-bg3 --url {agent.url}/\n" in other.stderr
     watched = run_client(agent.url, "watch", "cli-bg", "--json", cwd=tmp_path)
     assert watched.returncode == 0, watched.stderr
     events = [json.loads(line) for line in lines(watched.stdout)]

@@ -11,9 +11,8 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.client.api import AgentClient
 from agent.client.assignments import (
     Assignment,
     app_image_params,
@@ -26,16 +25,23 @@ from agent.client.assignments import (
 )
 from agent.client.display import Display, JsonDisplay, PlainDisplay
 from agent.client.errors import ClientError, ExitCode
-from agent.client.follow import Follow
 from agent.client.progress_view import node_titles
 
+if TYPE_CHECKING:
+    from agent.client.api import AgentClient
+
 DEFAULT_URL = "http://127.0.0.1:9000"
+
+
+def default_url() -> str:
+    """`$COMFYUI_AGENT_URL`, else the local agent's address."""
+    return os.environ.get("COMFYUI_AGENT_URL") or DEFAULT_URL
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=os.environ.get("COMFYUI_AGENT_URL") or DEFAULT_URL,
+        default=default_url(),
         help="the agent [env COMFYUI_AGENT_URL] (default: %(default)s)",
     )
     parser.add_argument(
@@ -118,6 +124,9 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _dispatch(args: argparse.Namespace) -> ExitCode:
+    # aiohttp is most of the client's start-up time: not loaded for --help or usage errors.
+    from agent.client.api import AgentClient
+
     if args.command == "apps":
         from agent.client.apps_table import show_apps
 
@@ -141,9 +150,9 @@ def _display(as_json: bool) -> Display:
 
 
 def watch_command(task_id: str, url: str) -> str:
-    """The command that watches a task again."""
+    """The command that watches a task again (--url only when the default would not do)."""
     parts = ["comfyui-agent", "watch", task_id]
-    if url.rstrip("/") != DEFAULT_URL:
+    if url.rstrip("/") != default_url().rstrip("/"):
         parts += ["--url", url]
     return shlex.join(parts)
 
@@ -188,6 +197,8 @@ async def _run(client: AgentClient, display: Display, args: argparse.Namespace) 
             print(task_id)
             print(f"task {task_id} {status}; watch it: {hint}", file=sys.stderr)
         return ExitCode.OK
+    from agent.client.follow import Follow
+
     follow = Follow(client, display, task_id, titles, args.out, args.results, hint)
     return await follow.run(_query(task_id=task_id, results=results), first)
 
@@ -196,6 +207,8 @@ async def _watch(client: AgentClient, display: Display, args: argparse.Namespace
     async def find_titles() -> dict[str, str]:
         _, record = await client.request("GET", f"/api/tasks/{args.task_id}")
         return await _task_titles(client, record)
+
+    from agent.client.follow import Follow
 
     titles = await find_titles()  # 404 here: exit 2 before any websocket
     hint = watch_command(args.task_id, args.url)
