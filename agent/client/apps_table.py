@@ -10,8 +10,10 @@ from agent.client.errors import ClientError, ExitCode
 
 
 def parameter_lines(app: dict[str, Any]) -> list[str]:
-    """One line per settable parameter: `6.text  string  (Prompt)`, with its limits."""
+    """One line per settable parameter: `6.text string (Prompt)`, with its limits; a
+    parameter listed both in `params` and in a node's `_meta.edit` shows once."""
     lines: list[str] = []
+    seen: set[str] = set()
 
     def visit(panels: Any, default_id: str | None, group: str) -> None:
         for panel in panels if isinstance(panels, list) else []:
@@ -24,6 +26,9 @@ def parameter_lines(app: dict[str, Any]) -> list[str]:
             if not panel.get("key"):
                 continue
             name = f"{panel.get('id', default_id)}.{panel['key']}"
+            if name in seen:
+                continue
+            seen.add(name)
             limits = _limits(panel)
             title = panel.get("title") or ""
             where = f"{group} / {title}" if group and title else group or title
@@ -63,6 +68,7 @@ async def show_apps(client: AgentClient, *, as_json: bool) -> ExitCode:
         return ExitCode.OK
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     if not apps:
@@ -72,10 +78,11 @@ async def show_apps(client: AgentClient, *, as_json: bool) -> ExitCode:
     for app in apps:
         if not isinstance(app, dict):
             continue
-        params = "\n".join(parameter_lines(app)) or "-"
-        title = str(app.get("title") or "")
+        # Text, not markup: `[a|b]` and app titles are shown as they are.
+        params = Text("\n".join(parameter_lines(app)) or "-")
+        title = Text(str(app.get("title") or ""))
         if app.get("description"):
-            title += f"\n[dim]{app['description']}[/]"
-        table.add_row(str(app.get("id", "")), title, params)
+            title.append(f"\n{app['description']}", style="dim")
+        table.add_row(Text(str(app.get("id", ""))), title, params)
     console.print(table)
     return ExitCode.OK

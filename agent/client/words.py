@@ -13,6 +13,8 @@ def _node(node_id: Any, node_type: Any) -> str:
 
 
 def _task_error(error: dict[str, Any]) -> str:
+    if error.get("param"):  # an app parameter: the message names it (and every other one)
+        return str(error.get("message") or error["param"])
     details = error.get("details") if isinstance(error.get("details"), dict) else {}
     kind = details.get("exception_type") if details else None
     message = str(error.get("message") or error.get("type") or "failed")
