@@ -105,6 +105,21 @@ def test_out_folder_and_results_none(agent: AgentServer, tmp_path: Path) -> None
     assert not (tmp_path / "outputs").exists()
 
 
+def test_an_output_the_agent_cannot_deliver_exits_3(agent: AgentServer, tmp_path: Path) -> None:
+    workflow = slow_workflow(tmp_path)
+    listed = run_client(
+        agent.url, "run", str(workflow), "--results", "none", "--task-id", "cli-gone", cwd=tmp_path
+    )
+    assert listed.returncode == 0, listed.stderr
+    name = lines(listed.stdout)[0].split(" [")[0]
+    (agent.fake_dir / "output" / name).unlink()  # ComfyUI's file is gone
+    # The watch answer cannot inline it; the client then asks /view, which has nothing.
+    result = run_client(agent.url, "watch", "cli-gone", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert f"{name} [output]: not saved: {name}: /view answered 404" in result.stderr
+    assert result.stdout == f"{name} [output]\n"
+
+
 def test_image_input_from_a_file_and_stdin_workflow(agent: AgentServer, tmp_path: Path) -> None:
     workflow = trace_prompt("load_image")
     workflow["2"]["inputs"]["filename_prefix"] = "cli_loaded"
@@ -399,3 +414,23 @@ def test_the_client_does_not_load_the_server() -> None:
     heavy = {"agent.server", "agent.app", "agent.settings", "pydantic", "redis", "store", "comfyui"}
     assert heavy.isdisjoint(loaded)
     assert "aiohttp.web" not in loaded
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["serve", "--help"], 0, "--comfyui-port"),
+        (["--help"], 0, "comfyui-agent run|watch|apps --help"),
+        (["--url", "http://x"], 2, "unrecognized arguments: --url"),
+        (["serve", "--url-fetch", "x"], 2, "unrecognized arguments: --url-fetch"),
+        (["run", "--help"], 0, "--set NODE.INPUT=VALUE"),
+        (["watch", "--help"], 0, "TASK_ID"),
+        (["apps", "--help"], 0, "--json"),
+    ],
+)
+def test_server_and_client_command_lines(
+    tmp_path: Path, args: list[str], code: int, said: str
+) -> None:
+    result = run_client("http://127.0.0.1:9", *args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert said in result.stdout + result.stderr

@@ -116,6 +116,9 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     try:
         return int(asyncio.run(_dispatch(args)))
+    except KeyboardInterrupt:  # Ctrl-C before a task was followed: nothing to ask about
+        print(f"comfyui-agent {args.command}: stopped", file=sys.stderr)
+        return int(ExitCode.LEFT_RUNNING)
     except ClientError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"event": "error", "exit_code": int(exc.code), "error": exc.message}))
