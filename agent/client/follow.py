@@ -131,6 +131,7 @@ class Follow:
                     self.display.finished(outcome)
                     return code
         finally:
+            self.display.pause()  # a live view stops drawing (and shows the cursor) on any exit
             loop.remove_signal_handler(signal.SIGINT)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
