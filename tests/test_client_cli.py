@@ -261,17 +261,25 @@ def test_unavailable_comfyui_exits_3_and_the_token_is_sent(tmp_path: Path) -> No
 
 
 def test_detach_then_watch(agent: AgentServer, tmp_path: Path) -> None:
-    workflow = slow_workflow(tmp_path, steps=150)
+    workflow = slow_workflow(tmp_path, steps=400)  # 8 s: still running when watched
     started = run_client(
         agent.url, "run", str(workflow), "--detach", "--task-id", "cli-bg", cwd=tmp_path
     )
     assert started.returncode == 0, started.stderr
     assert started.stdout == "cli-bg\n"
     assert "watch it: comfyui-agent watch cli-bg\n" in started.stderr  # $COMFYUI_AGENT_URL
+    watched = run_client(agent.url, "watch", "cli-bg", "--json", cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    events = [json.loads(line) for line in lines(watched.stdout)]
+    titles = {e["node"]["title"] for e in events if e["event"] == "progress" and e["node"]}
+    assert "SlowCounter" in titles  # titles found for a task this client did not start
+    (file,) = events[-1]["files"]
+    assert (tmp_path / file["path"]).read_bytes().startswith(PNG_MAGIC)
+    quick = slow_workflow(tmp_path, steps=1)
     other = run_client(
         agent.url,
         "run",
-        str(workflow),
+        str(quick),
         "--detach",
         "--url",
         agent.url + "/",
@@ -281,15 +289,8 @@ def test_detach_then_watch(agent: AgentServer, tmp_path: Path) -> None:
         COMFYUI_AGENT_URL="http://x",
     )
     assert f"watch it: comfyui-agent watch cli-bg3 --url {agent.url}/\n" in other.stderr
-    watched = run_client(agent.url, "watch", "cli-bg", "--json", cwd=tmp_path)
-    assert watched.returncode == 0, watched.stderr
-    events = [json.loads(line) for line in lines(watched.stdout)]
-    titles = {e["node"]["title"] for e in events if e["event"] == "progress" and e["node"]}
-    assert "SlowCounter" in titles  # titles found for a task this client did not start
-    (file,) = events[-1]["files"]
-    assert (tmp_path / file["path"]).read_bytes().startswith(PNG_MAGIC)
     as_json = run_client(
-        agent.url, "run", str(workflow), "--detach", "--json", "--task-id", "cli-bg2", cwd=tmp_path
+        agent.url, "run", str(quick), "--detach", "--json", "--task-id", "cli-bg2", cwd=tmp_path
     )
     assert json.loads(as_json.stdout) == {
         "event": "submitted",
@@ -301,7 +302,7 @@ def test_detach_then_watch(agent: AgentServer, tmp_path: Path) -> None:
 def test_ctrl_c_without_a_terminal_leaves_the_task_running(
     agent: AgentServer, tmp_path: Path
 ) -> None:
-    workflow = slow_workflow(tmp_path, steps=150)
+    workflow = slow_workflow(tmp_path, steps=400)  # 8 s: still running after the Ctrl-C
     process = subprocess.Popen(
         [str(AGENT_SCRIPT), "run", str(workflow), "--task-id", "cli-left"],
         cwd=tmp_path,
@@ -368,9 +369,9 @@ def test_terminal_view_shows_bars_cached_nodes_and_a_summary(
 
 def ctrl_c_in_terminal(agent: AgentServer, tmp_path: Path, task_id: str, answer: str) -> Any:
     """Start a long run in a terminal, press Ctrl-C once it shows steps, answer the question."""
-    workflow = slow_workflow(tmp_path, steps=300)
+    workflow = slow_workflow(tmp_path, steps=500)  # 10 s: time to ask and answer
     child = spawn_in_terminal(agent, tmp_path, "run", str(workflow), "--task-id", task_id)
-    child.expect(r"\d+/300 steps")
+    child.expect(r"\d+/500 steps")
     child.sendintr()
     child.expect(rf"Interrupt task {task_id} on the agent\? \[y/N\]")
     child.sendline(answer)
