@@ -78,7 +78,8 @@ class AgentClient:
         except ValueError:
             decoded = raw.decode("utf-8", "replace")
         if status >= 400:
-            raise ClientError(_exit_code_for(status), f"{status}: {describe_error(decoded)}")
+            text = f"{status}: {describe_error(decoded)}"
+            raise ClientError(_exit_code_for(status), text, status)
         return status, decoded
 
     async def read_file(self, filename: str, subfolder: str, kind: str) -> bytes:

@@ -60,7 +60,14 @@ def _limits(panel: dict[str, Any]) -> str:
 
 async def show_apps(client: AgentClient, *, as_json: bool) -> ExitCode:
     """Print the apps as a table (or their JSON list)."""
-    _, apps = await client.request("GET", "/api/apps")
+    try:
+        _, apps = await client.request("GET", "/api/apps")
+    except ClientError as exc:
+        if exc.status == 404:
+            raise ClientError(
+                ExitCode.BAD_INPUT, f"{client.url} has no apps API (GET /api/apps: 404)"
+            ) from exc
+        raise
     if not isinstance(apps, list):
         raise ClientError(ExitCode.UNAVAILABLE, f"/api/apps answered {apps!r}, not a list")
     if as_json:

@@ -272,7 +272,7 @@ async def _app(client: AgentClient, app_id: str) -> dict[str, Any]:
     try:
         _, app = await client.request("GET", f"/api/apps/{app_id}")
     except ClientError as exc:
-        if exc.message.startswith("404"):
+        if exc.status == 404:
             raise bad(
                 f"{app_id} is neither a workflow file nor an app on {client.url} "
                 "(`comfyui-agent apps` lists them)"

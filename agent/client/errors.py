@@ -22,7 +22,8 @@ class ExitCode(IntEnum):
 class ClientError(Exception):
     """A failure to report in words and exit with `code`."""
 
-    def __init__(self, code: ExitCode, message: str) -> None:
+    def __init__(self, code: ExitCode, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status  # the agent's HTTP status, when it answered
