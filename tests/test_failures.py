@@ -492,7 +492,9 @@ async def test_crash_looping_child_backs_off_and_the_agent_stays_up(
         assert status == 503, body
         assert body["message"] == "ComfyUIUnavailable"
         assert int(headers["Retry-After"]) > 0
-        assert 0.5 <= answered - started < 1.5
+        # Waited --ready-timeout (0.5 s), then refused; the upper bound only rules out a
+        # refusal that waited for the restarts (a loaded machine stretches the rest).
+        assert 0.5 <= answered - started < 5
 
         gaps = [b - a for a, b in zip([0.0, *restart_times], restart_times, strict=False)]
         measure("crash loop", **{f"gap{i}": gap for i, gap in enumerate(gaps)})
