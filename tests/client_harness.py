@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -56,11 +57,48 @@ def agent_server(
     fake_args: Sequence[str] = ("--slow-delay", "0.02"),
     wait_for: str = "/readyz",
 ) -> Iterator[AgentServer]:
-    """Start the console script as a server; wait until `wait_for` answers 200; stop it
-    with SIGTERM (SIGKILL if it lingers) at the end."""
+    """Start the console script as a server with the fake ComfyUI as its child."""
     port = free_port()
     listen = ["--host", "127.0.0.1", "--port", str(port)]
     argv = agent_argv(tmp_path, free_port(), flags=[*listen, *flags], fake_args=fake_args)
+    with spawned_server(tmp_path, port, argv, wait_for=wait_for) as server:
+        yield server
+
+
+@contextmanager
+def real_agent_server(tmp_path: Path, comfyui_dir: str, python: str) -> Iterator[AgentServer]:
+    """Start the console script as a server with a real ComfyUI checkout as its child
+    (CPU, its own folders under tmp_path)."""
+    port = free_port()
+    folders = []
+    for flag in ("output", "input", "temp", "user"):
+        (tmp_path / "comfyui" / flag).mkdir(parents=True)
+        folders += [f"--{flag}-directory", str(tmp_path / "comfyui" / flag)]
+    args = ["--cpu", "--disable-api-nodes", "--disable-auto-launch", *folders]
+    argv = [
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--comfyui-port", str(free_port()),
+        "--comfyui-dir", comfyui_dir,
+        "--comfyui-python", python,
+        "--store", f"file://{tmp_path / 'tasks'}",
+    ]  # fmt: skip
+    env = {**os.environ, "COMFYUI_ARGS": shlex.join(args)}
+    with spawned_server(tmp_path, port, argv, env=env, ready_timeout=180) as server:
+        yield server
+
+
+@contextmanager
+def spawned_server(
+    tmp_path: Path,
+    port: int,
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    wait_for: str = "/readyz",
+    ready_timeout: float = 60,
+) -> Iterator[AgentServer]:
+    """Run `comfyui-agent ARGV` in its own session; wait until `wait_for` answers 200;
+    stop it with SIGTERM (SIGKILL if it lingers) at the end."""
     log_path = tmp_path / "agent.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -69,10 +107,11 @@ def agent_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     server = AgentServer(f"http://127.0.0.1:{port}", process, tmp_path / "fake", log_path)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_timeout
         while True:
             assert process.poll() is None, server.log_tail()
             with contextlib.suppress(OSError):
@@ -85,7 +124,7 @@ def agent_server(
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(15)
+                process.wait(40)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
