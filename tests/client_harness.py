@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pexpect
+
 from tests.agent_harness import agent_argv
 from tests.fake_comfyui.fixtures import free_port
 
 AGENT_SCRIPT = Path(sys.executable).with_name("comfyui-agent")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves, to read a screen
 
 
 @dataclass
@@ -149,4 +153,17 @@ def run_client(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def spawn_in_terminal(url: str, cwd: Path, *args: str, timeout: float = 60) -> pexpect.spawn:
+    """`comfyui-agent ARGS` in a pseudo-terminal (110 columns), as a person runs it."""
+    return pexpect.spawn(
+        str(AGENT_SCRIPT),
+        list(args),
+        cwd=str(cwd),
+        env={**client_env(url), "TERM": "xterm-256color"},
+        dimensions=(40, 110),
+        encoding="utf-8",
+        timeout=timeout,
     )

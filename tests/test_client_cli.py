@@ -18,7 +18,15 @@ import pexpect
 import pytest
 
 from tests.agent_harness import trace_prompt
-from tests.client_harness import AGENT_SCRIPT, AgentServer, agent_server, client_env, run_client
+from tests.client_harness import (
+    AGENT_SCRIPT,
+    ANSI,
+    AgentServer,
+    agent_server,
+    client_env,
+    run_client,
+    spawn_in_terminal,
+)
 from tests.fake_comfyui.fixtures import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -329,21 +337,6 @@ def test_ctrl_c_without_a_terminal_leaves_the_task_running(
 # -- the terminal view ----------------------------------------------------------------
 
 
-def spawn_in_terminal(agent: AgentServer, tmp_path: Path, *args: str) -> pexpect.spawn:
-    return pexpect.spawn(
-        str(AGENT_SCRIPT),
-        list(args),
-        cwd=str(tmp_path),
-        env={**client_env(agent.url), "TERM": "xterm-256color"},
-        dimensions=(40, 110),
-        encoding="utf-8",
-        timeout=60,
-    )
-
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
 def test_terminal_view_shows_bars_cached_nodes_and_a_summary(
     agent: AgentServer, tmp_path: Path
 ) -> None:
@@ -353,7 +346,7 @@ def test_terminal_view_shows_bars_cached_nodes_and_a_summary(
     prompt = json.loads(workflow.read_text())
     prompt["2"]["inputs"]["steps"] = 31
     workflow.write_text(json.dumps(prompt))
-    child = spawn_in_terminal(agent, tmp_path, "run", str(workflow))
+    child = spawn_in_terminal(agent.url, tmp_path, "run", str(workflow))
     child.expect(pexpect.EOF)
     child.close()
     screen = ANSI.sub("", child.before or "")
@@ -370,7 +363,7 @@ def test_terminal_view_shows_bars_cached_nodes_and_a_summary(
 def ctrl_c_in_terminal(agent: AgentServer, tmp_path: Path, task_id: str, answer: str) -> Any:
     """Start a long run in a terminal, press Ctrl-C once it shows steps, answer the question."""
     workflow = slow_workflow(tmp_path, steps=500)  # 10 s: time to ask and answer
-    child = spawn_in_terminal(agent, tmp_path, "run", str(workflow), "--task-id", task_id)
+    child = spawn_in_terminal(agent.url, tmp_path, "run", str(workflow), "--task-id", task_id)
     child.expect(r"\d+/500 steps")
     child.sendintr()
     child.expect(rf"Interrupt task {task_id} on the agent\? \[y/N\]")
@@ -397,7 +390,7 @@ def test_terminal_ctrl_c_can_leave_the_task_running(agent: AgentServer, tmp_path
     child.close()
     assert child.exitstatus == 130
     # It did go on, and watching it again in a terminal shows it to its end.
-    again = spawn_in_terminal(agent, tmp_path, "watch", "cli-keep")
+    again = spawn_in_terminal(agent.url, tmp_path, "watch", "cli-keep")
     again.expect("✓ succeeded")
     again.expect(pexpect.EOF)
     again.close()

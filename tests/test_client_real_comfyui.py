@@ -17,16 +17,15 @@ import pytest
 
 from tests.agent_harness import trace_prompt
 from tests.client_harness import (
-    AGENT_SCRIPT,
+    ANSI,
     AgentServer,
-    client_env,
     real_agent_server,
     run_client,
+    spawn_in_terminal,
 )
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 pytestmark = pytest.mark.skipif(
     not COMFYUI_DIR, reason="COMFYUI_DIR is not set: no real ComfyUI checkout to test against"
@@ -72,15 +71,8 @@ def test_a_validation_error_exits_2_naming_the_input(agent: AgentServer, tmp_pat
 
 
 def test_terminal_view(agent: AgentServer, tmp_path: Path) -> None:
-    child = pexpect.spawn(
-        str(AGENT_SCRIPT),
-        ["run", str(workflow_file(tmp_path, "success"))],
-        cwd=str(tmp_path),
-        env={**client_env(agent.url), "TERM": "xterm-256color"},
-        dimensions=(40, 110),
-        encoding="utf-8",
-        timeout=300,
-    )
+    workflow = workflow_file(tmp_path, "success")
+    child = spawn_in_terminal(agent.url, tmp_path, "run", str(workflow), timeout=300)
     child.expect(pexpect.EOF)
     child.close()
     screen = ANSI.sub("", child.before or "")
