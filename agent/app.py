@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
 from agent.errors import ApiError
+from agent.http.origin import OriginGuard
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
@@ -74,6 +75,8 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     middlewares: list[Middleware] = [json_errors]
     if cors.enabled:
         middlewares.append(cors.middleware())
+    # After the preflight answer, before the token: a foreign page gets 403, not 401.
+    middlewares.append(OriginGuard(cors.allows).middleware())
     if settings.token:
         middlewares.append(token_middleware(settings.token))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)

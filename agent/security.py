@@ -26,7 +26,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_COOKIE = "comfyui_agent_token"
 # Reachable without a token: liveness/readiness probes and FC's lifecycle hooks carry none.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/initialize", "/pre-stop"})
-CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+# ComfyUI's own routes, reached through the pass-through, use PUT and PATCH too.
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, task-id, X-Fc-Invocation-Type, X-Fc-Async-Task-Id"
 CORS_EXPOSED = "X-Task-Id, X-Task-Status, Location, Retry-After"
 _SET_COOKIE = web.RequestKey("set_token_cookie", bool)
@@ -103,6 +104,10 @@ class CorsPolicy:
     def enabled(self) -> bool:
         """True when some origin is allowed."""
         return self._any or bool(self._origins)
+
+    def allows(self, origin: str) -> bool:
+        """True when a page at origin may call the agent (and, through it, ComfyUI)."""
+        return bool(self.headers_for(origin))
 
     def headers_for(self, origin: str | None) -> dict[str, str]:
         """CORS response headers for a request from origin (empty: not allowed)."""

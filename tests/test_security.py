@@ -124,11 +124,11 @@ async def test_listed_origin_gets_cors_headers(agent: AgentUnderTest) -> None:
     assert status == 401 and headers["Access-Control-Allow-Origin"] == APP_ORIGIN
 
 
-async def test_other_origins_are_not_reflected(agent: AgentUnderTest) -> None:
-    status, headers, _ = await call(
+async def test_other_origins_are_refused_and_not_reflected(agent: AgentUnderTest) -> None:
+    status, headers, body = await call(
         agent, "GET", "/api/status?id=nope", Origin="https://evil.example", **AUTH
     )
-    assert status == 404
+    assert status == 403 and body["message"] == "OriginNotAllowed"
     assert not any(name.lower().startswith("access-control-") for name in headers)
 
 
@@ -170,10 +170,14 @@ async def test_wildcard_origin_never_allows_credentials(tmp_path: Path) -> None:
 
 async def test_without_token_or_cors_nothing_is_added(tmp_path: Path) -> None:
     async with running_agent(tmp_path) as agent:
-        status, headers, _ = await call(
+        status, headers, _ = await call(agent, "GET", "/api/status?id=nope")
+        assert status == 404
+        assert not any(name.lower().startswith("access-control-") for name in headers)
+        # A foreign page may not use the agent at all (nor, through it, ComfyUI).
+        status, headers, body = await call(
             agent, "GET", "/api/status?id=nope", Origin="https://anyone.example"
         )
-    assert status == 404
+    assert status == 403 and body["message"] == "OriginNotAllowed"
     assert not any(name.lower().startswith("access-control-") for name in headers)
 
 

@@ -7,6 +7,10 @@ clients, same /history and /queue shapes, real output files. It loads no models 
 a fraction of a second.
 
 Faithful quirks worth knowing:
+- ComfyUI's origin check (see origin.py): a loopback `Host` with another `Origin` gets an
+  empty 403, on every route and websocket; every OPTIONS request gets an empty 200.
+- `/` is a small page shaped like ComfyUI's front end: a module script and a stylesheet
+  under /assets/ loaded in CORS mode, which open /ws and show progress and output images.
 - A websocket opened without ?clientId= gets sid uuid4().hex (no dashes), as ComfyUI does.
 - Reusing a clientId replaces that client's socket; when the old socket later closes, the
   client is unregistered (even though the new socket is open), exactly like ComfyUI.
@@ -48,6 +52,7 @@ from aiohttp import web
 from .executor import Outcome, PromptExecutor, QueueItem
 from .graph import validate_prompt
 from .nodes import NODES, NodeEnv, node_info
+from .origin import origin_only
 
 log = logging.getLogger("fake_comfyui")
 
@@ -63,10 +68,8 @@ UNSAFE_CONTENT_TYPES = {
     "text/javascript",
     "text/css",
 }
-INDEX_HTML = (
-    "<!doctype html><html><head><title>ComfyUI</title></head>"
-    "<body><div id='vue-app'>fake ComfyUI " + COMFYUI_VERSION + "</div></body></html>"
-)
+# A small page in the shape of ComfyUI's built front end (index.html + /assets/*).
+WEB_ROOT = Path(__file__).resolve().with_name("web")
 
 for _ext, _type in (
     (".webp", "image/webp"),
@@ -254,7 +257,7 @@ class FakeServer:
         self.number = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.app = web.Application(
-            client_max_size=MAX_UPLOAD_SIZE, middlewares=[self._stall_middleware]
+            client_max_size=MAX_UPLOAD_SIZE, middlewares=[origin_only, self._stall_middleware]
         )
         self._add_routes()
         self.app.on_startup.append(self._start_tasks)
@@ -291,6 +294,7 @@ class FakeServer:
         self.app.router.add_post("/fake/drop-websockets", self.fake_drop_websockets)
         self.app.router.add_post("/fake/stall", self.fake_stall)
         self.app.router.add_get("/fake/clients", self.fake_clients)
+        self.app.router.add_static("/assets", WEB_ROOT / "assets")
 
     @web.middleware
     async def _stall_middleware(
@@ -378,10 +382,8 @@ class FakeServer:
 
     # --- simple GETs ---
 
-    async def index(self, _request: web.Request) -> web.Response:
-        return web.Response(
-            text=INDEX_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"}
-        )
+    async def index(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def empty_list(self, _request: web.Request) -> web.Response:
         return _json([])
