@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from agent.client.assignments import (
     Assignment,
@@ -161,8 +162,6 @@ def watch_command(task_id: str, url: str) -> str:
 
 
 def _query(**values: str | None) -> str:
-    from urllib.parse import urlencode
-
     return urlencode({key: value for key, value in values.items() if value})
 
 
