@@ -6,18 +6,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
+from agent.apps.registry import AppRegistry
+from agent.delivery.hooks import Delivery
+from agent.delivery.metrics import DeliveryMetrics
+from agent.delivery.output_files import OutputFiles, output_dir_from_command
+from agent.delivery.uploads import Uploader
+from agent.delivery.warmup import Warmup
+from agent.delivery.webhook import WebhookSender
 from agent.errors import ApiError
 from agent.http.origin import OriginGuard
 from agent.inputs import parse_input_specs
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
+from agent.routes.apps import create_app_task, get_app, list_apps, run_app
 from agent.routes.health import healthz, initialize, metrics, openapi, pre_stop, readyz
+from agent.routes.pages import PAGE_ASSETS, apps_page, apps_redirect, apps_static
 from agent.routes.run import run_sync
 from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
@@ -27,6 +37,7 @@ from agent.security import CorsPolicy, token_cookie_setter, token_middleware
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
 from agent.url_fetch import UrlFetcher
+from agent.web.assets import PageAssets
 from comfyui.backend import ComfyUIBackend
 from comfyui.client import ComfyUIClient
 from comfyui.event_stream import EventStream
@@ -90,6 +101,15 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     app.router.add_post("/api/tasks", create_task)
     app.router.add_get("/api/tasks/{task_id}", get_task)
     app.router.add_delete("/api/tasks/{task_id}", delete_task)
+    app.router.add_get("/api/apps", list_apps)
+    app.router.add_get("/api/apps/{app_id}", get_app)
+    app.router.add_post("/api/apps/{app_id}/run", run_app)
+    app.router.add_post("/api/apps/{app_id}/tasks", create_app_task)
+    app[PAGE_ASSETS] = PageAssets.load()
+    app.router.add_get("/apps", apps_redirect)
+    app.router.add_get("/apps/", apps_page)
+    app.router.add_get("/apps/static/{name}", apps_static)
+    app.router.add_get("/apps/{app_id}", apps_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -104,6 +124,14 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/openapi.json",
+        "/api/apps",
+        "/api/apps/{app_id}",
+        "/api/apps/{app_id}/run",
+        "/api/apps/{app_id}/tasks",
+        "/apps",
+        "/apps/",
+        "/apps/static/{name}",
+        "/apps/{app_id}",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -131,6 +159,18 @@ async def _close_websockets(app: web.Application) -> None:
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"agent shutting down")
 
 
+def _output_dir(settings: AgentSettings) -> Path | None:
+    """Where ComfyUI writes outputs, when the agent can tell (else files come over /view)."""
+    if settings.comfyui_output_dir is not None:
+        return settings.comfyui_output_dir
+    if settings.comfyui_url:
+        return None
+    found = output_dir_from_command(settings.command or settings.comfyui_args)
+    if found is None and not settings.command and settings.comfyui_dir is not None:
+        return settings.comfyui_dir / "output"
+    return found
+
+
 def _services_context(
     settings: AgentSettings, backend: ComfyUIBackend
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -156,6 +196,27 @@ def _services_context(
             image_inputs=parse_input_specs(settings.image_inputs),
             max_input_bytes=settings.max_input_bytes,
         )
+        delivery_metrics = DeliveryMetrics()
+        delivery = Delivery(
+            store=store,
+            uploader=Uploader(
+                OutputFiles(client, _output_dir(settings)),
+                delivery_metrics,
+                concurrency=settings.upload_concurrency,
+            ),
+            webhooks=WebhookSender(
+                AddressPolicy(settings.url_fetch_allow),
+                secret=settings.webhook_secret or None,
+                metrics=delivery_metrics,
+                timeout=settings.webhook_timeout,
+                attempts=settings.webhook_attempts,
+                trusted_url=settings.webhook,
+            ),
+            policy=AddressPolicy(settings.url_fetch_allow),
+            metrics=delivery_metrics,
+            default_store=settings.output_store,
+            optional=settings.output_store_optional,
+        )
         runner = TaskRunner(
             client=client,
             events=events,
@@ -170,6 +231,14 @@ def _services_context(
             ),
             max_queue=settings.max_queue,
             prepare=preparer,
+            hooks=delivery,
+        )
+        warmup = Warmup(
+            settings.warmup,
+            runner=runner,
+            backend=backend,
+            metrics=delivery_metrics,
+            timeout=settings.warmup_timeout,
         )
 
         def on_child_exit(code: int | None) -> None:
@@ -195,13 +264,19 @@ def _services_context(
             events=events,
             runner=runner,
             preparer=preparer,
+            apps=AppRegistry(settings.apps, on_problem=lambda _: runner.metrics.app_problem()),
+            delivery=delivery,
+            warmup=warmup,
         )
         await backend.start()
         events.start()
+        warmup.start()
         try:
             yield
         finally:
+            await warmup.stop()
             await runner.shutdown(settings.shutdown_grace)
+            await delivery.close()
             remove_listener()
             remove_ready_listener()
             await events.stop()

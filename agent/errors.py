@@ -12,6 +12,8 @@ from store.records import TaskError
 TASK_ERROR_STATUS: dict[str, tuple[int, str]] = {
     "prompt_validation": (400, "CallComfyUIPromptError"),
     "input_error": (422, "InputError"),
+    # App parameters refused before a task exists (agent/apps/params.py).
+    "param_error": (422, "ParamError"),
     "execution_error": (500, "ExecutionError"),
     "interrupted": (500, "ExecutionInterrupted"),
     "comfyui_crashed": (502, "ComfyUICrashed"),
@@ -19,6 +21,7 @@ TASK_ERROR_STATUS: dict[str, tuple[int, str]] = {
     "shutting_down": (503, "ShuttingDown"),
     "store_error": (503, "StoreError"),
     "timeout": (504, "RunTimeout"),
+    "output_upload_failed": (502, "OutputUploadFailed"),
 }
 
 

@@ -105,6 +105,14 @@ def plan_image_inputs(
     return planned
 
 
+def plan_image_value(value: str, max_bytes: int) -> ImageInput | None:
+    """How one image input value is supplied (None: a file name, passed on as it is).
+
+    Raises InputValueError (its `reason` says why) for a value LoadImage cannot take.
+    """
+    return _plan_one("", "", "", value, max_bytes)
+
+
 def _plan_one(
     node_id: str, class_type: str, input_name: str, value: str, max_bytes: int
 ) -> ImageInput | None:

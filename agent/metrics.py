@@ -49,6 +49,7 @@ class Metrics:
     store_writes: int = 0
     store_write_seconds: Histogram = field(default_factory=lambda: Histogram(STORE_BUCKETS))
     store_failures: int = 0
+    app_problems: int = 0
 
     def run_finished(self, outcome: str, seconds: float) -> None:
         """Count a finished run."""
@@ -64,7 +65,19 @@ class Metrics:
         """Count a failed store operation."""
         self.store_failures += 1
 
-    def render(self, *, queue_depth: int, child_restarts: int, comfyui_ready: bool) -> str:
+    def app_problem(self) -> None:
+        """Count an app file (or entry) that could not be loaded."""
+        self.app_problems += 1
+
+    def render(
+        self,
+        *,
+        queue_depth: int,
+        child_restarts: int,
+        comfyui_ready: bool,
+        apps_loaded: int = 0,
+        apps_broken: int = 0,
+    ) -> str:
         """The whole exposition text."""
         out = [
             "# HELP comfyui_agent_runs_total Runs finished on this instance, by outcome.",
@@ -94,5 +107,14 @@ class Metrics:
             "# HELP comfyui_agent_comfyui_ready 1 when ComfyUI answers.",
             "# TYPE comfyui_agent_comfyui_ready gauge",
             f"comfyui_agent_comfyui_ready {int(comfyui_ready)}",
+            "# HELP comfyui_agent_apps Apps loaded from --apps.",
+            "# TYPE comfyui_agent_apps gauge",
+            f"comfyui_agent_apps {apps_loaded}",
+            "# HELP comfyui_agent_apps_broken App files or entries skipped as broken right now.",
+            "# TYPE comfyui_agent_apps_broken gauge",
+            f"comfyui_agent_apps_broken {apps_broken}",
+            "# HELP comfyui_agent_app_load_errors_total App file problems found (each once).",
+            "# TYPE comfyui_agent_app_load_errors_total counter",
+            f"comfyui_agent_app_load_errors_total {self.app_problems}",
         ]
         return "\n".join(out) + "\n"

@@ -30,11 +30,85 @@ RESULTS_QUERY = {
     "required": False,
     "schema": {"type": "string", "enum": ["base64", "none"]},
 }
+# Delivery (agent/delivery/plan.py): where outputs go and whom to tell.
+DELIVERY_PARAMETERS = [
+    {
+        "name": "X-Output-Store",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "upload outputs to s3://BUCKET/PREFIX?endpoint=URL&region=R",
+    },
+    {
+        "name": "X-Webhook-Url",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "format": "uri"},
+        "description": "POST task.succeeded / task.failed / task.interrupted here (signed)",
+    },
+    {
+        "name": "presign",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "number", "minimum": 0, "maximum": 604800},
+        "description": "urls are presigned GET URLs valid this many seconds",
+    },
+    {
+        "name": "format",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["jpeg", "webp"]},
+        "description": "convert still image outputs (copies) inline and uploaded",
+    },
+    {
+        "name": "quality",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+]
 WORKFLOW_BODY = {
     "required": True,
     "content": {"application/json": {"schema": _ref("Workflow")}},
 }
 TASK_PATH_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+APP_PATH_ID = {"name": "app_id", "in": "path", "required": True, "schema": {"type": "string"}}
+APP_RUN_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": _ref("AppRunBody")}},
+}
+
+
+PANEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["image", "select", "number", "string", "group"]},
+        "id": {"type": "string", "description": "node id (not for groups)"},
+        "key": {"type": "string", "description": "input name (not for groups)"},
+        "name": {"type": "string", "description": "the parameter name, `<id>.<key>`"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "options": {"type": "array", "items": {"type": ["string", "number"]}},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "step": {"type": "number"},
+        "hidden": {"type": "boolean"},
+        "default": {"description": "the workflow's own value"},
+        "children": {"type": "array", "items": _ref("Panel")},
+    },
+}
+APP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "title", "params", "prompt"],
+    "properties": {
+        "id": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "params": {"type": "array", "items": _ref("Panel")},
+        "prompt": _ref("Workflow"),
+    },
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -50,7 +124,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/run": {
                 "post": {
                     "summary": "Run a workflow and answer when it ends",
-                    "parameters": [TASK_ID_HEADER, RESULTS_QUERY],
+                    "parameters": [TASK_ID_HEADER, RESULTS_QUERY, *DELIVERY_PARAMETERS],
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
                         "200": _json(progress_map, "the progress map with results"),
@@ -81,7 +155,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/tasks": {
                 "post": {
                     "summary": "Start a workflow in the background",
-                    "parameters": [TASK_ID_HEADER],
+                    "parameters": [TASK_ID_HEADER, *DELIVERY_PARAMETERS],
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
                         "200": _json(_ref("TaskRecord"), "the task already succeeded"),
@@ -107,6 +181,50 @@ def openapi_document() -> dict[str, Any]:
                         **{code: ERROR for code in ("400", "401", "404", "409", "503")},
                     },
                 },
+            },
+            "/api/apps": {
+                "get": {
+                    "summary": "Every app (saved workflow with a parameter panel)",
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("App")}, "the apps"),
+                        "401": ERROR,
+                    },
+                }
+            },
+            "/api/apps/{app_id}": {
+                "get": {
+                    "summary": "One app",
+                    "parameters": [APP_PATH_ID],
+                    "responses": {
+                        "200": _json(_ref("App"), "the app"),
+                        **{code: ERROR for code in ("401", "404")},
+                    },
+                }
+            },
+            "/api/apps/{app_id}/run": {
+                "post": {
+                    "summary": "Run an app with parameters; answers as POST /api/run does",
+                    "parameters": [APP_PATH_ID, TASK_ID_HEADER, RESULTS_QUERY],
+                    "requestBody": APP_RUN_BODY,
+                    "responses": {
+                        "200": _json(progress_map, "the progress map with results"),
+                        **{code: ERROR for code in ("400", "401", "404", "409", "413", "422")},
+                        **{code: ERROR for code in ("429", "500", "502", "503", "504")},
+                    },
+                }
+            },
+            "/api/apps/{app_id}/tasks": {
+                "post": {
+                    "summary": "Start an app in the background; answers as POST /api/tasks does",
+                    "parameters": [APP_PATH_ID, TASK_ID_HEADER],
+                    "requestBody": APP_RUN_BODY,
+                    "responses": {
+                        "200": _json(_ref("TaskRecord"), "the task already succeeded"),
+                        "202": _json(_ref("TaskRecord"), "started (or already running)"),
+                        **{code: ERROR for code in ("400", "401", "404", "413", "422", "429")},
+                        "503": ERROR,
+                    },
+                }
             },
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {
@@ -137,6 +255,18 @@ def openapi_document() -> dict[str, Any]:
                             "class_type": {"type": "string"},
                             "inputs": {"type": "object"},
                         },
+                    },
+                },
+                "App": APP_SCHEMA,
+                "Panel": PANEL_SCHEMA,
+                "AppRunBody": {
+                    "type": "object",
+                    "properties": {
+                        "params": {
+                            "type": "object",
+                            "description": "parameter name (`<node id>.<input>`) -> value;"
+                            " numbers may be given as text",
+                        }
                     },
                 },
                 "Error": {

@@ -6,19 +6,30 @@ import asyncio
 import base64
 from typing import Any
 
+from agent.delivery.image_format import ImageFormat
 from comfyui.client import ComfyUIClient
 from store.records import TaskRecord
 
 
 async def fetch_results(
-    client: ComfyUIClient, record: TaskRecord, *, concurrency: int = 4
+    client: ComfyUIClient,
+    record: TaskRecord,
+    *,
+    concurrency: int = 4,
+    image_format: ImageFormat | None = None,
 ) -> dict[str, list[str]]:
-    """Node id -> base64 of each of its output files, in the order they were recorded."""
+    """Node id -> base64 of each of its output files, in the order they were recorded.
+
+    With image_format, still images are converted (a copy; the file stays as it is).
+    """
     limit = asyncio.Semaphore(concurrency)
 
     async def fetch(filename: str, subfolder: str, file_type: str) -> str:
         async with limit:
             data = await client.view(filename, subfolder, file_type)
+        if image_format is not None and image_format.applies_to(filename):
+            converted = await asyncio.to_thread(image_format.convert_bytes, data)
+            data = converted if converted is not None else data
         return base64.b64encode(data).decode("ascii")
 
     results: dict[str, list[str]] = {}

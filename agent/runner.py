@@ -50,6 +50,18 @@ class Readiness(Protocol):
         ...
 
 
+class RunHooks(Protocol):
+    """What happens at the end of every run (output delivery, webhooks): see agent/delivery."""
+
+    async def before_success(self, handle: RunHandle) -> TaskError | None:
+        """Deliver a succeeded run's outputs while it still shows running; an error fails it."""
+        ...
+
+    def after_end(self, handle: RunHandle) -> None:
+        """The run ended and its final record was written (or queued for retry)."""
+        ...
+
+
 class TaskAlreadyRunning(Exception):
     """A task with this id runs already: here, or on the instance holding its claim."""
 
@@ -104,6 +116,9 @@ class RunHandle:
     aborted: asyncio.Event = field(default_factory=asyncio.Event)
     submitted: bool = False
     task: asyncio.Task[None] | None = None
+    # What the request asked of delivery (agent.delivery.DeliveryPlan); the runner only
+    # passes it to its hooks.
+    delivery: object = None
 
     @property
     def task_id(self) -> str:
@@ -177,6 +192,7 @@ class TaskRunner:
         max_queue: int = 0,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        hooks: RunHooks | None = None,
     ) -> None:
         self._client = client
         self._events = events
@@ -188,6 +204,7 @@ class TaskRunner:
         self._max_queue = max_queue
         self._clock = clock
         self.metrics = metrics or Metrics()
+        self.hooks = hooks
         self.active: dict[str, RunHandle] = {}
         # Final records the store refused (outage): served from here and retried until stored.
         self.unsaved: dict[str, TaskRecord] = {}
@@ -195,8 +212,20 @@ class TaskRunner:
         self._starting: set[str] = set()
         self.accepting = True
 
-    async def start(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
-        """Claim the task, write its first record and run it in the background."""
+    async def start(
+        self,
+        task_id: str,
+        workflow: dict[str, dict[str, Any]],
+        *,
+        app: str | None = None,
+        params: dict[str, Any] | None = None,
+        delivery: object = None,
+    ) -> RunHandle:
+        """Claim the task, write its first record and run it in the background.
+
+        app and params (an app run) are kept in the task record; delivery is passed to the
+        run hooks as it is.
+        """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
         if task_id in self.active or task_id in self._starting:
@@ -213,6 +242,8 @@ class TaskRunner:
             if not claimed:
                 raise TaskAlreadyRunning(task_id, here=False)
             handle = self._new_handle(task_id, workflow)
+            handle.record.app, handle.record.params = app, params
+            handle.delivery = delivery
             writer = self._writer(handle)
             if not await writer.start():
                 await self._release(task_id)
@@ -358,6 +389,8 @@ class TaskRunner:
             self.active.pop(handle.task_id, None)
             record = handle.record
             self.metrics.run_finished(record.status.value, self._clock() - record.created_at)
+            if self.hooks is not None:
+                self.hooks.after_end(handle)
             handle.done.set()
             await handle.notify()
 
@@ -551,7 +584,13 @@ class TaskRunner:
             self._finish(handle, *handle.abort)
             return
         record.outputs = tracker.outputs
-        self._finish(handle, _OUTCOME_STATUS[tracker.outcome], tracker.error)
+        status = _OUTCOME_STATUS[tracker.outcome]
+        if status is TaskStatus.SUCCEEDED and self.hooks is not None:
+            failure = await self.hooks.before_success(handle)
+            if failure is not None:
+                self._finish(handle, TaskStatus.FAILED, failure)
+                return
+        self._finish(handle, status, tracker.error)
 
     async def _catch_up(self, tracker: ProgressTracker, now: float) -> bool:
         """Ask /history whether the prompt ended while its events were not seen."""

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from agent.apps.registry import AppRegistry
+from agent.delivery.hooks import Delivery
+from agent.delivery.warmup import Warmup
 from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
 from agent.settings import AgentSettings
@@ -29,6 +32,10 @@ class Services:
     events: EventStream
     runner: TaskRunner
     preparer: WorkflowPreparer
+    apps: AppRegistry
+    # Output uploads and webhooks at the end of runs; the warm-up gate on readiness.
+    delivery: Delivery | None = None
+    warmup: Warmup | None = None
     # Open client websockets, closed at shutdown so none holds the exit.
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

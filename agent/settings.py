@@ -26,6 +26,12 @@ def _default_store() -> str:
     return "file://./data/tasks"
 
 
+def _default_apps() -> Path | None:
+    # Apps on the NAS are served by every instance that mounts it.
+    shared = Path("/mnt/auto/comfyui/apps")
+    return shared if shared.is_dir() else None
+
+
 def _default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -108,6 +114,36 @@ class AgentSettings(BaseSettings):
     ws_first_message_timeout: float = Field(
         60.0, gt=0, description="seconds a /api/run/ws client has to send its workflow"
     )
+    apps: Path | None = Field(
+        default_factory=_default_apps,
+        description="directory of app files (*.json), re-read on change"
+        " (default /mnt/auto/comfyui/apps when it exists)",
+    )
+    output_store: str | None = Field(
+        None, description="upload outputs to s3://BUCKET/PREFIX?endpoint=URL&region=R"
+    )
+    output_store_optional: bool = Field(
+        False, description="a failed upload is logged, not a failed task"
+    )
+    output_store_presign: float = Field(
+        0, ge=0, le=7 * 24 * 3600, description="urls are presigned for this many s (0: s3://)"
+    )
+    upload_concurrency: int = Field(4, ge=1, le=64, description="output files uploaded at once")
+    comfyui_output_dir: Path | None = Field(
+        None, description="ComfyUI's output directory, read directly for uploads (else /view)"
+    )
+    webhook: str | None = Field(None, description="POST task.succeeded/failed/interrupted here")
+    webhook_secret: str = Field(
+        "", repr=False, description="whsec_... secret that signs webhooks (Standard Webhooks)"
+    )
+    webhook_attempts: int = Field(5, ge=1, le=20, description="tries per webhook event")
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds one webhook POST may take")
+    warmup: Path | None = Field(
+        None, description="workflow JSON run once before /readyz and /initialize say ready"
+    )
+    warmup_timeout: float = Field(
+        600.0, gt=0, description="seconds the warm-up may take before readiness goes on"
+    )
     instance: str = Field(default_factory=_default_instance, description="this instance's name")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="log level")
@@ -128,6 +164,41 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _check_image_inputs(cls, value: list[str]) -> list[str]:
         parse_input_specs(value)
+        return value
+
+    @field_validator("apps", mode="before")
+    @classmethod
+    def _no_apps(cls, value: Any) -> Any:
+        # AGENT_APPS= (empty) turns apps off rather than meaning the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook", "warmup", "comfyui_output_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Deployment templates set every variable, some to "": that means "not set".
+        return None if value == "" else value
+
+    @field_validator("output_store")
+    @classmethod
+    def _check_output_store(cls, value: str | None) -> str | None:
+        if value:
+            from agent.delivery.stores import open_output_store
+
+            open_output_store(value, env={})  # raises with the reason when unusable
+        return value or None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: str) -> str:
+        if value:
+            from standardwebhooks import Webhook
+
+            try:
+                Webhook(value)
+            except Exception as exc:
+                raise ValueError(
+                    f"not a Standard Webhooks secret (whsec_<base64>): {exc}"
+                ) from None
         return value
 
     @field_validator("log_level")
@@ -167,7 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name, None) if field.default_factory is None else None
         if name == "store":
             default = _default_store()
-        shown = "" if name == "token" else default
+        shown = "" if name in ("token", "webhook_secret") else default
+        if field.annotation is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=f"{field.description} [env {env}=true]",
+            )
+            continue
         parser.add_argument(
             flag,
             dest=name,

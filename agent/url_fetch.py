@@ -153,10 +153,9 @@ class UrlFetcher:
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._max_redirects = max_redirects
-        self._resolver = resolver
-        self._owned_resolver: AbstractResolver | None = None
-        self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions = FencedSession(
+            policy, resolver, connect_timeout=timeout, user_agent=user_agent
+        )
 
     async def fetch(self, url: str) -> FetchedFile:
         """The body of `url` after at most `max_redirects` checked redirects."""
@@ -168,32 +167,10 @@ class UrlFetcher:
 
     async def close(self) -> None:
         """Close the session (and the resolver it made); the fetcher may be reused after."""
-        session, self._session = self._session, None
-        owned, self._owned_resolver = self._owned_resolver, None
-        if session is not None:
-            await session.close()
-        if owned is not None:
-            await owned.close()
+        await self._sessions.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
-        # Made on first use: aiohttp wants the running loop, which __init__ may not have.
-        if self._session is None or self._session.closed:
-            inner = self._resolver
-            if inner is None:
-                inner = self._owned_resolver = DefaultResolver()
-            connector = aiohttp.TCPConnector(
-                resolver=PolicyResolver(self._policy, inner),
-                use_dns_cache=False,  # every connection gets a fresh, checked answer
-                force_close=True,  # and no pooled connection outlives the check it passed
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,  # an env proxy would connect on our behalf, unchecked
-                cookie_jar=aiohttp.DummyCookieJar(),  # fetches of different users share nothing
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
-                headers={hdrs.USER_AGENT: self._user_agent, hdrs.ACCEPT: "*/*"},
-            )
-        return self._session
+        return self._sessions.get()
 
     async def _fetch(self, url: str) -> FetchedFile:
         try:
@@ -212,24 +189,7 @@ class UrlFetcher:
         raise FetchRefused(url, f"more than {self._max_redirects} redirects")
 
     def _check_url(self, url: str, current: URL, where: str) -> None:
-        """Refuse a URL by its scheme, credentials or IP literal host, before any request."""
-        if current.scheme not in _ALLOWED_SCHEMES:
-            scheme = current.scheme or "none"
-            raise FetchRefused(url, f"{where}scheme {scheme!r} is not allowed (http or https)")
-        if current.raw_user is not None or current.raw_password is not None:
-            raise FetchRefused(url, f"{where}URLs with user:password@ are not accepted")
-        host = current.raw_host
-        if not host:
-            raise FetchRefused(url, f"{where}the URL has no host")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            if _is_legacy_ipv4(host) or ":" in host:
-                raise FetchRefused(url, f"{where}{host!r} is not a canonical IP address") from None
-            return  # a name: PolicyResolver checks what it resolves to
-        reason = self._policy.check(host, ip)
-        if reason is not None:
-            raise FetchRefused(url, f"{where}{reason}{_ALLOW_HINT}")
+        check_url(self._policy, url, current, where)
 
     def _redirect_target(self, url: str, response: aiohttp.ClientResponse, where: str) -> URL:
         location = response.headers.get(hdrs.LOCATION)
@@ -267,6 +227,94 @@ class UrlFetcher:
             raise FetchFailed(url, f"{where}{_describe(exc)}") from None
         content_type = response.content_type if hdrs.CONTENT_TYPE in response.headers else None
         return FetchedFile(bytes(body), content_type, str(response.url))
+
+
+class FencedSession:
+    """A `fenced_session`, made on first use and remade after close (the resolver too)."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        resolver: AbstractResolver | None,
+        *,
+        connect_timeout: float,
+        user_agent: str,
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._owned_resolver: AbstractResolver | None = None
+        self._connect_timeout = connect_timeout
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session (made now if needed: aiohttp wants the running loop)."""
+        if self._session is None or self._session.closed:
+            inner = self._resolver
+            if inner is None:
+                inner = self._owned_resolver = DefaultResolver()
+            self._session = fenced_session(
+                self._policy,
+                inner,
+                connect_timeout=self._connect_timeout,
+                user_agent=self._user_agent,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session and the resolver it made; get() makes new ones."""
+        session, self._session = self._session, None
+        owned, self._owned_resolver = self._owned_resolver, None
+        if session is not None:
+            await session.close()
+        if owned is not None:
+            await owned.close()
+
+
+def fenced_session(
+    policy: AddressPolicy,
+    resolver: AbstractResolver,
+    *,
+    connect_timeout: float,
+    user_agent: str,
+) -> aiohttp.ClientSession:
+    """A session that connects only to addresses `policy` allows (see the module docstring)."""
+    connector = aiohttp.TCPConnector(
+        resolver=PolicyResolver(policy, resolver),
+        use_dns_cache=False,  # every connection gets a fresh, checked answer
+        force_close=True,  # and no pooled connection outlives the check it passed
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,  # an env proxy would connect on our behalf, unchecked
+        cookie_jar=aiohttp.DummyCookieJar(),  # fetches of different users share nothing
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        headers={hdrs.USER_AGENT: user_agent, hdrs.ACCEPT: "*/*"},
+    )
+
+
+def check_url(policy: AddressPolicy, url: str, current: URL, where: str = "") -> None:
+    """Refuse a URL by its scheme, credentials or IP literal host, before any request.
+
+    Raises FetchRefused; a host name passes here (PolicyResolver checks its addresses).
+    """
+    if current.scheme not in _ALLOWED_SCHEMES:
+        scheme = current.scheme or "none"
+        raise FetchRefused(url, f"{where}scheme {scheme!r} is not allowed (http or https)")
+    if current.raw_user is not None or current.raw_password is not None:
+        raise FetchRefused(url, f"{where}URLs with user:password@ are not accepted")
+    host = current.raw_host
+    if not host:
+        raise FetchRefused(url, f"{where}the URL has no host")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if _is_legacy_ipv4(host) or ":" in host:
+            raise FetchRefused(url, f"{where}{host!r} is not a canonical IP address") from None
+        return  # a name: PolicyResolver checks what it resolves to
+    reason = policy.check(host, ip)
+    if reason is not None:
+        raise FetchRefused(url, f"{where}{reason}{_ALLOW_HINT}")
 
 
 @contextlib.asynccontextmanager

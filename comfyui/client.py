@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import aiofiles
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
@@ -114,6 +116,36 @@ class ComfyUIClient:
                 return await response.read()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ComfyUIUnavailable(f"GET /view failed: {exc!r}") from exc
+
+    async def download(
+        self,
+        filename: str,
+        subfolder: str,
+        file_type: str,
+        destination: Path,
+        *,
+        chunk_size: int = 1024 * 1024,
+    ) -> int:
+        """GET /view streamed into destination chunk by chunk (never whole in memory); bytes."""
+        params = {"filename": filename, "subfolder": subfolder, "type": file_type}
+        # No total timeout: a large video may take long; a stalled read still ends.
+        timeout = aiohttp.ClientTimeout(sock_connect=self._timeout.total, sock_read=60)
+        size = 0
+        try:
+            async with self._session.get(
+                self._url("/view"), params=params, timeout=timeout
+            ) as response:
+                if response.status == 404:
+                    raise FileNotFound(f"{file_type}/{subfolder}/{filename} not found")
+                if response.status != 200:
+                    raise ComfyUIError(f"GET /view answered HTTP {response.status}")
+                async with aiofiles.open(destination, "wb") as out:
+                    async for chunk in response.content.iter_chunked(chunk_size):
+                        await out.write(chunk)
+                        size += len(chunk)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ComfyUIUnavailable(f"GET /view failed: {exc!r}") from exc
+        return size
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of a prompt, or None while it has none (queued, running)."""

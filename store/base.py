@@ -14,6 +14,10 @@ from store.records import TaskRecord
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
+# Names of once-markers (Store.mark_once): they end up in file names and Redis keys too.
+MARKER_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
 class StoreError(Exception):
     """The store could not be read or written (unreachable backend, full disk, ...)."""
 
@@ -30,6 +34,13 @@ def validate_task_id(task_id: str) -> str:
             " digit or _"
         )
     return task_id
+
+
+def validate_marker_name(name: str) -> str:
+    """Return name unchanged if it is a valid marker name, else raise ValueError."""
+    if not isinstance(name, str) or MARKER_NAME_PATTERN.fullmatch(name) is None:
+        raise ValueError("marker name must be 1-32 characters of a-z 0-9 _ starting with a letter")
+    return name
 
 
 @runtime_checkable
@@ -67,6 +78,16 @@ class Store(Protocol):
 
     async def cancel_requested(self, task_id: str) -> bool:
         """True when an interrupt of task_id was requested since it was last claimed anew."""
+        ...
+
+    async def mark_once(self, task_id: str, name: str) -> bool:
+        """Set marker `name` of task_id unless it is set; True only for the one call that set it.
+
+        Set-if-absent across every instance sharing the store, kept for the task TTL (a day
+        when there is none): "deliver this task's webhook" happens once however often the
+        task's request is delivered. Independent of claims. `name` matches
+        MARKER_NAME_PATTERN.
+        """
         ...
 
     async def close(self) -> None:

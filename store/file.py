@@ -28,6 +28,8 @@ Claims and cancel requests live in ``<dir>/.claims/`` (a name no task file can h
   instance, so their clocks must agree (NTP) to well within a lease.
 - ``<task_id>.cancel`` holds ``{"requested_at", "expires_at"}`` (written atomically); it is
   removed by every new claim and by the sweeper once expired or when its task expires.
+- ``<task_id>.<name>.mark`` holds ``{"expires_at"}``: a once-marker (mark_once), created
+  exclusively like a new claim; swept once expired.
 
 The sweeper also removes claims that expired more than CLAIM_SWEEP_GRACE ago and old temp
 files there.
@@ -51,7 +53,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from store.base import InvalidTaskId, StoreError, validate_task_id
+from store.base import InvalidTaskId, StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.records import TaskRecord
 
@@ -64,6 +66,7 @@ TEMP_SUFFIX = ".tmp"
 CLAIMS_DIR = ".claims"
 CLAIM_SUFFIX = ".claim"
 CANCEL_SUFFIX = ".cancel"
+MARK_SUFFIX = ".mark"
 # An expired claim is swept only this long after it expired, so a sweep never races the
 # owner's own late renewal (which would then recreate it anyway).
 CLAIM_SWEEP_GRACE = 60.0
@@ -221,6 +224,18 @@ class FileStore:
         # A marker we cannot read still says someone asked: err on the side of stopping.
         return expiry is None or expiry > time.time()
 
+    async def mark_once(self, task_id: str, name: str) -> bool:
+        """Create marker name of task_id exclusively; True when this call created it."""
+        validate_task_id(task_id)
+        validate_marker_name(name)
+        await self._start_claims()
+        data = json.dumps({"expires_at": time.time() + cancel_ttl(self._ttl)}).encode()
+        path = self._claims / f"{task_id}.{name}{MARK_SUFFIX}"
+        try:
+            return await asyncio.to_thread(_create_exclusively, self._claims, task_id, path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot mark task {task_id} in {self._claims}: {exc}") from exc
+
     async def sweep(self) -> int:
         """Delete expired tasks, claims, cancel requests and stale temp files once; count them."""
         self._check_open()
@@ -349,6 +364,8 @@ class FileStore:
                     removed += _sweep_claim(path, now)
                 elif _task_id_of(name, CANCEL_SUFFIX) is not None:
                     removed += _sweep_cancel(path, now)
+                elif _task_id_of(name, MARK_SUFFIX) is not None:
+                    removed += _sweep_cancel(path, now)  # the same {"expires_at"} content
             except FileNotFoundError:
                 continue
             except OSError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 
-from store.base import StoreError, validate_task_id
+from store.base import StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.records import TaskRecord
 
@@ -24,6 +24,7 @@ class MemoryStore:
         # this process, and a wall-clock step must not hand a task to a second runner.
         self._claims: dict[str, tuple[str, float]] = {}  # task id -> (owner, expiry)
         self._cancels: dict[str, float] = {}  # task id -> expiry
+        self._marks: dict[tuple[str, str], float] = {}  # (task id, name) -> expiry
         self._watchers = Watchers()
         self._closed = False
         self._last_prune = time.monotonic()
@@ -95,6 +96,18 @@ class MemoryStore:
             return False
         return True
 
+    async def mark_once(self, task_id: str, name: str) -> bool:
+        """Set marker name of task_id unless set (and not expired); True when this call set it."""
+        validate_task_id(task_id)
+        validate_marker_name(name)
+        self._check_open()
+        now = time.monotonic()
+        expiry = self._marks.get((task_id, name))
+        if expiry is not None and expiry > now:
+            return False
+        self._marks[(task_id, name)] = now + cancel_ttl(self._ttl)
+        return True
+
     async def close(self) -> None:
         """Drop all records; running watch() iterators raise StoreError (idempotent)."""
         if self._closed:
@@ -103,6 +116,7 @@ class MemoryStore:
         self._records.clear()
         self._claims.clear()
         self._cancels.clear()
+        self._marks.clear()
         self._watchers.notify_all()
 
     async def _watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:

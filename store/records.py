@@ -6,7 +6,13 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class TaskStatus(StrEnum):
@@ -57,6 +63,17 @@ class NodeProgress(BaseModel):
     last_updated: int = 0
     images: list[OutputFile] | None = None
     cached: bool = False
+    # Where each of `images` was delivered (same order): s3://bucket/key or a presigned
+    # https URL; None (and left out of the JSON) when nothing was uploaded.
+    urls: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_urls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The Go agent's node, unchanged when no output store is used.
+        data: dict[str, Any] = handler(self)
+        if data.get("urls", ()) is None:
+            del data["urls"]
+        return data
 
     @property
     def done(self) -> bool:
@@ -97,6 +114,9 @@ class TaskRecord(BaseModel):
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Seeds the run used (node id -> input -> value), -1 replaced by the random pick.
     seeds: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # The app the task ran (None for a plain workflow) and the parameters it was given.
+    app: str | None = None
+    params: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Serialise for storage."""

@@ -5,6 +5,7 @@ Keys (all under the store's prefix, nothing else is touched):
 - ``{prefix}task:{id}``: the record's JSON, with a TTL (see RedisStore._expiry_ms).
 - ``{prefix}claim:{id}``: the owner holding the task, expiring with its lease.
 - ``{prefix}cancel:{id}``: present while an interrupt of the task is requested.
+- ``{prefix}mark:{name}:{id}``: a once-marker (mark_once), set with NX, kept for the task TTL.
 
 Every save also publishes the record's JSON on the channel ``{prefix}task:{id}`` in the
 same MULTI, so watchers on any instance are pushed each change. Pub/sub channels are not
@@ -45,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from store.base import StoreError, validate_task_id
+from store.base import StoreError, validate_marker_name, validate_task_id
 from store.common import cancel_ttl, check_claim, check_ttl, expires_at
 from store.records import TaskRecord
 
@@ -259,6 +260,19 @@ class RedisStore:
             f"checking cancel of task {task_id}", lambda: self._redis.exists(key)
         )
         return bool(found)
+
+    async def mark_once(self, task_id: str, name: str) -> bool:
+        """Set marker name of task_id with SET NX; True when this call set it."""
+        validate_task_id(task_id)
+        validate_marker_name(name)
+        self._use()
+        key = self._key(f"mark:{name}", task_id)
+        expiry_ms = math.ceil(cancel_ttl(self._ttl) * 1000)
+        result = await self._call(
+            f"marking task {task_id} {name}",
+            lambda: self._redis.set(key, b"1", px=expiry_ms, nx=True),
+        )
+        return bool(result)
 
     async def close(self) -> None:
         """Stop the pub/sub reader and close connections; running watches raise StoreError."""

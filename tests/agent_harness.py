@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -114,3 +116,18 @@ async def running_agent(
     finally:
         await session.close()
         await server.close()
+
+
+async def wait_agent_ready(url: str, timeout: float = 120) -> bool:
+    """Poll an agent process's /readyz until it answers 200; False after timeout seconds."""
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+    return False

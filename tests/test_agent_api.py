@@ -390,6 +390,6 @@ async def test_openapi_document_describes_the_agent_routes(agent: AgentUnderTest
     assert set(schemas["TaskRecord"]["properties"]) >= {"task_id", "status", "progress"}
     # Every documented path answers something other than the pass-through's 404.
     for path in paths:
-        concrete = path.replace("{task_id}", "some-task")
+        concrete = path.replace("{task_id}", "some-task").replace("{app_id}", "some-app")
         async with agent.session.get(f"{agent.url}{concrete}") as response:
             assert response.status != 404 or (await response.json())["message"] != "NotFound"

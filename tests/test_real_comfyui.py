@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.agent_harness import trace_prompt
+from tests.agent_harness import trace_prompt, wait_agent_ready
 from tests.fake_comfyui.fixtures import free_port
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
@@ -69,18 +69,9 @@ async def real_agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
+        if not await wait_agent_ready(url):
+            pytest.fail("real ComfyUI did not become ready in 120 s; see agent.log")
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(f"{url}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.5)
-            else:
-                pytest.fail("real ComfyUI did not become ready in 120 s; see agent.log")
             async with session.get(f"{url}/object_info") as response:
                 nodes = set(await response.json())
         yield RealAgent(process, url, nodes)

@@ -712,3 +712,49 @@ async def test_file_expired_cancel_request_is_not_reported(file_store: FileStore
     assert not await file_store.cancel_requested("task-1")
     marker.write_text("garbage")  # somebody asked, even if we cannot read when
     assert await file_store.cancel_requested("task-1")
+
+
+# --- once-markers ------------------------------------------------------------------------
+
+
+async def test_mark_once_is_true_only_the_first_time(store: Store) -> None:
+    assert await store.mark_once("task-1", "webhook_succeeded")
+    assert not await store.mark_once("task-1", "webhook_succeeded")
+    assert await store.mark_once("task-1", "webhook_failed")  # markers are per name
+    assert await store.mark_once("task-2", "webhook_succeeded")  # and per task
+
+
+async def test_mark_once_is_independent_of_claims(store: Store) -> None:
+    assert await store.claim("task-1", "owner-a", 30)
+    assert await store.mark_once("task-1", "webhook_succeeded")
+    await store.release("task-1", "owner-a")
+    assert await store.claim("task-1", "owner-b", 30)  # a new claim clears no marker
+    assert not await store.mark_once("task-1", "webhook_succeeded")
+
+
+async def test_concurrent_marks_have_one_winner(make: MakeStore, kind: str) -> None:
+    first = await make()
+    # Two instances on one backend (a memory store is one process's only).
+    second = first if kind == "memory" else await make()
+    results = await asyncio.gather(
+        *(s.mark_once("task-1", "webhook_succeeded") for s in (first, second) * 4)
+    )
+    assert sorted(results) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "has-dash", "a" * 33, "1st", "a/b", "a:b"])
+async def test_mark_once_refuses_bad_names(store: Store, name: str) -> None:
+    with pytest.raises(ValueError):
+        await store.mark_once("task-1", name)
+    with pytest.raises(InvalidTaskId):
+        await store.mark_once("../x", "webhook")
+
+
+async def test_file_sweep_removes_expired_marks(file_store: FileStore) -> None:
+    assert await file_store.mark_once("old", "webhook")
+    assert await file_store.mark_once("live", "webhook")
+    claims = file_store.directory / ".claims"
+    write_json(claims / "old.webhook.mark", {"expires_at": time.time() - 10})
+    assert await file_store.sweep() == 1
+    assert {p.name for p in claims.iterdir()} == {"live.webhook.mark"}
+    assert await file_store.mark_once("old", "webhook")

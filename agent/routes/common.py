@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError, bad_request, task_error_status
 from agent.inputs import InputValueError
 from agent.results import fetch_results, progress_with_results
@@ -66,9 +68,34 @@ def workflow_from_body(body: Any) -> dict[str, dict[str, Any]]:
         raise bad_request(exc.detail) from exc
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """What a request asks to run: a workflow, and the app and parameters it came from."""
+
+    workflow: dict[str, dict[str, Any]]
+    app: str | None = None
+    params: dict[str, Any] | None = None
+
+
+# Reads what a request asks to run from its body: 400 / 404 / 422 before any task exists.
+RunReader = Callable[[Services, web.Request], Awaitable[RunRequest]]
+
+
+async def workflow_run(services: Services, request: web.Request) -> RunRequest:
+    """The RunReader of the workflow routes: the body is the workflow."""
+    body = await read_json_body(request, services.settings.max_body)
+    return RunRequest(checked_workflow(services, body))
+
+
 def checked_workflow(services: Services, body: Any) -> dict[str, dict[str, Any]]:
     """The workflow in a body with its inline images checked: 400 / 422 before any task."""
     workflow = workflow_from_body(body)
+    check_image_inputs(services, workflow)
+    return workflow
+
+
+def check_image_inputs(services: Services, workflow: dict[str, dict[str, Any]]) -> None:
+    """422 InputError for image inputs that cannot be used (before any task exists)."""
     try:
         services.preparer.check(workflow)
     except InputValueError as exc:
@@ -80,7 +107,6 @@ def checked_workflow(services: Services, body: Any) -> dict[str, dict[str, Any]]
             "details": exc.details(),
         }
         raise ApiError(422, "InputError", error) from exc
-    return workflow
 
 
 def results_mode(request: web.Request, default: str) -> str:
@@ -115,7 +141,12 @@ def errors_name_task(task_id: str) -> Iterator[None]:
 
 
 async def finished_body(
-    services: Services, record: TaskRecord, mode: str, *, require_results: bool = True
+    services: Services,
+    record: TaskRecord,
+    mode: str,
+    *,
+    require_results: bool = True,
+    image_format: ImageFormat | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Status and body for a finished task: the progress map, or the error with it.
 
@@ -127,7 +158,7 @@ async def finished_body(
         results = None
         if mode == "base64":
             try:
-                results = await fetch_results(services.client, record)
+                results = await fetch_results(services.client, record, image_format=image_format)
             except ComfyUIError as exc:
                 if not require_results:
                     log.info("task %s: results not inlined: %s", record.task_id, exc)

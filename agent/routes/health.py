@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from agent.openapi import openapi_document
-from agent.services import services
+from agent.services import Services, services
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -16,12 +18,14 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 when ComfyUI answers and the agent accepts work, else 503 + Retry-After."""
     svc = services(request)
+    warmed = svc.warmup is None or svc.warmup.done.is_set()
     body = {
-        "ready": svc.backend.ready and svc.runner.accepting,
+        "ready": svc.backend.ready and svc.runner.accepting and warmed,
         "comfyui": svc.backend.state,
         "accepting": svc.runner.accepting,
         "restarts": svc.backend.restarts,
         "active_tasks": len(svc.runner.active),
+        "warmed_up": warmed,
     }
     if body["ready"]:
         return web.json_response(body)
@@ -31,21 +35,38 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this instance."""
     svc = services(request)
+    apps = await svc.apps.apps()
     text = svc.runner.metrics.render(
         queue_depth=len(svc.runner.active),
         child_restarts=svc.backend.restarts,
         comfyui_ready=svc.backend.ready,
+        apps_loaded=len(apps),
+        apps_broken=len(svc.apps.problems),
     )
+    if svc.delivery is not None:
+        text += "\n".join(svc.delivery.metrics.lines()) + "\n"
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def initialize(request: web.Request) -> web.Response:
-    """FC's initializer hook: answer once ComfyUI is ready (bounded by --ready-timeout)."""
+    """FC's initializer hook: answer once ComfyUI is ready and warmed up (bounded)."""
     svc = services(request)
-    if await svc.backend.wait_ready(svc.settings.ready_timeout):
+    if await svc.backend.wait_ready(svc.settings.ready_timeout) and await _warmed_up(svc):
         return web.json_response({"ready": True})
     body = {"ready": False, "comfyui": svc.backend.state}
     return web.json_response(body, status=503, headers={"Retry-After": "5"})
+
+
+async def _warmed_up(svc: Services) -> bool:
+    """Wait for the warm-up (at most --warmup-timeout plus a margin); True once it ended."""
+    if svc.warmup is None:
+        return True
+    try:
+        async with asyncio.timeout(svc.settings.warmup_timeout + 30):
+            await svc.warmup.done.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def pre_stop(request: web.Request) -> web.Response:

@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
 
 from agent.errors import ApiError, unavailable
 from agent.routes.common import (
-    checked_workflow,
+    RunReader,
+    RunRequest,
     errors_name_task,
     finished_body,
-    read_json_body,
     request_task_id,
     results_mode,
     task_headers,
+    workflow_run,
 )
+from agent.routes.delivery_plan import answer_mode, request_plan
 from agent.routes.status import load_task
 from agent.runner import (
     QueueFull,
@@ -53,12 +54,18 @@ ASYNC_FINAL_FAILURE_STATUS = 200
 # response carries this header with this value; without it, any answer is a success.
 FC_STATUS_HEADER = "x-fc-status"
 FC_FAILED = "404"
+# How long an async invocation's answer waits for the task's webhook to be delivered.
+WEBHOOK_WAIT = 300.0
 
 
-async def start_run(svc: Services, task_id: str, workflow: dict[str, Any]) -> RunHandle:
+async def start_run(
+    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+) -> RunHandle:
     """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
-        return await svc.runner.start(task_id, workflow)
+        return await svc.runner.start(
+            task_id, run.workflow, app=run.app, params=run.params, delivery=delivery
+        )
     except TaskAlreadyRunning as exc:
         raise ApiError(
             409, "TaskAlreadyRunning", str(exc), headers=task_headers(task_id, "running")
@@ -71,14 +78,18 @@ async def start_run(svc: Services, task_id: str, workflow: dict[str, Any]) -> Ru
         raise unavailable(f"task store unavailable: {exc}", message="StoreError") from exc
 
 
-async def run_to_end(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+async def run_to_end(
+    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+) -> TaskRecord:
     """Start the run and wait for it; the run goes on if the caller leaves."""
-    handle = await start_run(svc, task_id, workflow)
+    handle = await start_run(svc, task_id, run, delivery)
     await asyncio.shield(handle.done.wait())
     return handle.snapshot()
 
 
-async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]) -> TaskRecord:
+async def run_idempotently(
+    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+) -> TaskRecord:
     """The task's outcome, running it only when no earlier delivery succeeded or runs."""
     lease = svc.runner.options.lease
     deadline = time.monotonic() + lease + 10
@@ -95,7 +106,9 @@ async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]
                 if final is not None and final.status is not TaskStatus.LOST:
                     return final
         try:
-            handle = await svc.runner.start(task_id, workflow)
+            handle = await svc.runner.start(
+                task_id, run.workflow, app=run.app, params=run.params, delivery=delivery
+            )
         except TaskAlreadyRunning:
             # Claimed by another delivery in between, or a dead owner's claim not yet
             # expired: look again shortly.
@@ -109,15 +122,22 @@ async def run_idempotently(svc: Services, task_id: str, workflow: dict[str, Any]
 
 async def run_sync(request: web.Request) -> web.Response:
     """Run the workflow in the body; answer the progress map with results when it ends."""
+    return await answer_run(request, workflow_run)
+
+
+async def answer_run(request: web.Request, read: RunReader) -> web.Response:
+    """Run what the request asks for (read from its body) and answer when it ends."""
     svc = services(request)
     task_id = request_task_id(request)
     async_invocation = is_async_invocation(request.headers)
     with errors_name_task(task_id):
         mode = results_mode(request, svc.settings.results)
-        workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
+        run = await read(svc, request)
+        plan = await request_plan(svc, request)
+        mode = answer_mode(request, plan, mode)
     if async_invocation:
         try:
-            record = await run_idempotently(svc, task_id, workflow)
+            record = await run_idempotently(svc, task_id, run, plan)
         except TaskAlreadyRunning as exc:
             raise _retry_later(unavailable(str(exc), message="TaskAlreadyRunning")) from exc
         except ApiError as exc:
@@ -126,9 +146,12 @@ async def run_sync(request: web.Request) -> web.Response:
             raise
         # Nobody reads an async answer's body inline: files stay on the output storage.
         mode = "none"
+        if svc.delivery is not None:
+            # FC may freeze the instance once it answers: send the webhook first.
+            await svc.delivery.wait_delivered(task_id, WEBHOOK_WAIT)
     else:
-        record = await run_to_end(svc, task_id, workflow)
-    status, body = await finished_body(svc, record, mode)
+        record = await run_to_end(svc, task_id, run, plan)
+    status, body = await finished_body(svc, record, mode, image_format=plan.image_format)
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)

@@ -1,5 +1,7 @@
 """GET /api/run/ws: run a workflow (or watch a task with ?id=) and stream its progress.
 
+The first message is the workflow, or `{"app": id, "params": {...}}` to run an app.
+
 Messages: `{"type": "progress", "task_id", "data": <progress map>}` on every change, then
 one `{"type": "result", ...}` (with results) or `{"type": "error", ...}`, then close.
 """
@@ -14,14 +16,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError
+from agent.routes.apps import app_run_from_message, is_app_message
 from agent.routes.common import (
+    RunRequest,
     checked_workflow,
     finished_body,
     invalid_task_id,
     parse_json,
     results_mode,
 )
+from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.runner import RunHandle
@@ -60,11 +66,24 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
         task_id = task_id_from_headers(request.headers, request.query)
     except InvalidTaskId as exc:
         raise invalid_task_id(exc) from exc
+    plan = await request_plan(svc, request)
     body = await _first_message(ws, svc.settings.ws_first_message_timeout)
-    workflow = checked_workflow(svc, body)
-    handle = await start_run(svc, task_id, workflow)
+    if is_app_message(body):
+        run = await app_run_from_message(svc, body)
+    else:
+        run = RunRequest(checked_workflow(svc, body))
+    handle = await start_run(svc, task_id, run, plan)
     previews = request.query.get("previews") in ("1", "true")
-    await _stream(svc, ws, task_id, handle.updates(), mode, handle if previews else None, True)
+    await _stream(
+        svc,
+        ws,
+        task_id,
+        handle.updates(),
+        mode,
+        handle if previews else None,
+        True,
+        plan.image_format,
+    )
 
 
 async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: str) -> None:
@@ -87,6 +106,7 @@ async def _stream(
     mode: str,
     previews_from: RunHandle | None,
     require_results: bool,
+    image_format: ImageFormat | None = None,
 ) -> None:
     """Send progress until the task ends, then the result or error; stop if the client goes."""
     reader = asyncio.create_task(_drain(ws))
@@ -119,7 +139,9 @@ async def _stream(
                 sent = progress
         if last is None or reader.done():
             return
-        status, body = await finished_body(svc, last, mode, require_results=require_results)
+        status, body = await finished_body(
+            svc, last, mode, require_results=require_results, image_format=image_format
+        )
         if status == 200:
             await _send(ws, {"type": "result", "task_id": task_id, "data": body})
         else:

@@ -13,13 +13,14 @@ from aiohttp import web
 
 from agent.errors import ApiError, not_found
 from agent.routes.common import (
-    checked_workflow,
+    RunReader,
     errors_name_task,
     invalid_task_id,
-    read_json_body,
     request_task_id,
     task_headers,
+    workflow_run,
 )
+from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
 from agent.routes.status import load_task
 from agent.services import Services, services
@@ -56,10 +57,16 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def create_task(request: web.Request) -> web.Response:
     """Start the workflow in the body as a background task: 202 with the record."""
+    return await start_task(request, workflow_run)
+
+
+async def start_task(request: web.Request, read: RunReader) -> web.Response:
+    """Start what the request asks for (read from its body) in the background: 202."""
     svc = services(request)
     task_id = request_task_id(request)
     with errors_name_task(task_id):
-        workflow = checked_workflow(svc, await read_json_body(request, svc.settings.max_body))
+        run = await read(svc, request)
+        plan = await request_plan(svc, request)
     existing = await load_task(svc, task_id)
     if existing is not None:
         status = existing.effective_status(time.time())
@@ -68,7 +75,7 @@ async def create_task(request: web.Request) -> web.Response:
         if not status.is_terminal:
             return record_response(existing, 202)
     try:
-        handle = await start_run(svc, task_id, workflow)
+        handle = await start_run(svc, task_id, run, plan)
     except ApiError as exc:
         if exc.status != 409:
             raise

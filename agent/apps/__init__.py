@@ -1,0 +1,1 @@
+"""Apps: saved workflows with a parameter panel, runnable by name."""

@@ -1,0 +1,87 @@
+"""A local path for each output file: ComfyUI's output directory when the agent can read
+it, else the file streamed from ComfyUI's `/view` into a temporary file (never whole in
+memory); converted to `?format=` when asked, as a new file next to the temporary ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.delivery.image_format import ImageFormat
+from comfyui.client import ComfyUIClient
+from store.records import OutputFile
+
+log = logging.getLogger("agent.outputs")
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """An output file ready to upload: where it is, the name and type to upload it with."""
+
+    path: Path
+    name: str
+    content_type: str
+
+
+def content_type_of(name: str) -> str:
+    """The MIME type a file name suggests (application/octet-stream when unknown)."""
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+def output_dir_from_command(command: Sequence[str]) -> Path | None:
+    """ComfyUI's `--output-directory` in a child command line, if given."""
+    for index, arg in enumerate(command):
+        if arg == "--output-directory" and index + 1 < len(command):
+            return Path(command[index + 1])
+        if arg.startswith("--output-directory="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+class OutputFiles:
+    """Gives a readable local path for output files of ComfyUI (see the module docstring)."""
+
+    def __init__(self, client: ComfyUIClient, output_dir: Path | None) -> None:
+        self._client = client
+        self._output_dir = output_dir.resolve() if output_dir is not None else None
+
+    def in_output_dir(self, file: OutputFile) -> Path | None:
+        """The file's path in the output directory, if known, inside it and present."""
+        if self._output_dir is None or file.type != "output":
+            return None
+        candidate = (self._output_dir / file.subfolder / file.filename).resolve()
+        # Names come from ComfyUI's events: never follow one out of the directory.
+        if not candidate.is_relative_to(self._output_dir) or not candidate.is_file():
+            return None
+        return candidate
+
+    @contextlib.asynccontextmanager
+    async def staged(
+        self, file: OutputFile, image_format: ImageFormat | None
+    ) -> AsyncIterator[LocalFile]:
+        """The file on local disk (converted when asked), for the duration of the block."""
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="comfyui-agent-out-"))
+        try:
+            path = await asyncio.to_thread(self.in_output_dir, file)
+            if path is None:
+                log.debug("%s/%s not in the output directory: /view", file.type, file.filename)
+                path = workdir / "original"
+                await self._client.download(file.filename, file.subfolder, file.type, path)
+            name = file.filename
+            if image_format is not None and image_format.applies_to(name):
+                converted = workdir / "converted"
+                if await asyncio.to_thread(image_format.convert_file, path, converted):
+                    path, name = converted, image_format.renamed(name)
+                    yield LocalFile(path, name, image_format.content_type)
+                    return
+            yield LocalFile(path, name, content_type_of(name))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)

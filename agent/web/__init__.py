@@ -1,0 +1,1 @@
+"""The apps web page: its HTML, ES module and CSS, shipped inside the package."""
