@@ -23,6 +23,7 @@ from agent.delivery.webhook import WebhookSender
 from agent.errors import ApiError
 from agent.http.origin import OriginGuard
 from agent.inputs import parse_input_specs
+from agent.metrics import Metrics
 from agent.prepare import WorkflowPreparer
 from agent.proxy import proxy
 from agent.routes.apps import create_app_task, get_app, list_apps, run_app
@@ -77,7 +78,24 @@ def _safe_headers(exc: web.HTTPException) -> dict[str, str]:
 
 async def method_not_allowed(request: web.Request) -> web.Response:
     """The agent's own routes answer 405 for other methods instead of reaching ComfyUI."""
-    raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.path}")
+    error = f"{request.method} is not allowed on {request.path}"
+    # RFC 9110: a 405 lists the methods the resource supports.
+    allow = ", ".join(_allowed_methods(request))
+    raise ApiError(405, "MethodNotAllowed", error, headers={"Allow": allow})
+
+
+def _allowed_methods(request: web.Request) -> list[str]:
+    """The methods registered for the matched path, on any of its resources."""
+    canonical = request.match_info.route.resource
+    path = canonical.canonical if canonical is not None else request.path
+    methods = {
+        route.method
+        for resource in request.app.router.resources()
+        if resource.canonical == path
+        for route in resource
+        if route.method != "*"
+    }
+    return sorted(methods)
 
 
 def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Application:
@@ -196,7 +214,8 @@ def _services_context(
             image_inputs=parse_input_specs(settings.image_inputs),
             max_input_bytes=settings.max_input_bytes,
         )
-        delivery_metrics = DeliveryMetrics()
+        metrics = Metrics()
+        delivery_metrics = DeliveryMetrics(metrics.registry)
         delivery = Delivery(
             store=store,
             uploader=Uploader(
@@ -232,6 +251,7 @@ def _services_context(
             max_queue=settings.max_queue,
             prepare=preparer,
             hooks=delivery,
+            metrics=metrics,
         )
         warmup = Warmup(
             settings.warmup,

@@ -1,73 +1,178 @@
-"""Prometheus metrics of one agent process (text exposition format, no extra dependency)."""
+"""Prometheus metrics of one agent process, kept in a registry of its own (prometheus-client).
+
+Each `Metrics` owns its `CollectorRegistry` (never the library's global one), so two agents
+in one process (the tests) count apart, and nothing lives at module level.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Nodes range from a few ms (a primitive) to many minutes (a video sampler).
+NODE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-@dataclass
-class Histogram:
-    """Cumulative-bucket histogram."""
+class _LiveValues(Collector):
+    """Values read from live objects (runner, backend) at scrape time, not counted here."""
 
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
+    def __init__(self) -> None:
+        self.queue_depth = 0
+        self.child_restarts = 0
+        self.comfyui_ready = False
+        self.apps_loaded = 0
+        self.apps_broken = 0
 
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
+    def collect(self) -> Iterable[Metric]:
+        """The scrape-time families."""
+        yield GaugeMetricFamily(
+            "comfyui_agent_queue_depth",
+            "Tasks queued or running on this instance.",
+            value=self.queue_depth,
+        )
+        yield CounterMetricFamily(
+            "comfyui_agent_child_restarts",
+            "ComfyUI child restarts.",
+            value=self.child_restarts,
+        )
+        yield GaugeMetricFamily(
+            "comfyui_agent_comfyui_ready",
+            "1 when ComfyUI answers.",
+            value=int(self.comfyui_ready),
+        )
+        yield GaugeMetricFamily(
+            "comfyui_agent_apps", "Apps loaded from --apps.", value=self.apps_loaded
+        )
+        yield GaugeMetricFamily(
+            "comfyui_agent_apps_broken",
+            "App files or entries skipped as broken right now.",
+            value=self.apps_broken,
+        )
 
-    def observe(self, value: float) -> None:
-        """Record one observation."""
-        index = bisect.bisect_left(self.buckets, value)
-        for i in range(index, len(self.buckets)):
-            self.counts[i] += 1
-        self.total += value
-        self.count += 1
 
-    def lines(self, name: str) -> Iterable[str]:
-        """Exposition lines."""
-        for bound, count in zip(self.buckets, self.counts, strict=True):
-            yield f'{name}_bucket{{le="{bound:g}"}} {count}'
-        yield f'{name}_bucket{{le="+Inf"}} {self.count}'
-        yield f"{name}_sum {self.total:.6f}"
-        yield f"{name}_count {self.count}"
-
-
-@dataclass
 class Metrics:
-    """Counters the agent keeps; gauges are read from live objects at scrape time."""
+    """The agent's counters and histograms; gauges of live objects are set at scrape time."""
 
-    runs: Counter[str] = field(default_factory=Counter)
-    run_duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
-    store_writes: int = 0
-    store_write_seconds: Histogram = field(default_factory=lambda: Histogram(STORE_BUCKETS))
-    store_failures: int = 0
-    app_problems: int = 0
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        # CPU seconds, resident memory, open fds, start time; Python version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._live = _LiveValues()
+        self.registry.register(self._live)
+        reg = self.registry
+        self.runs = Counter(
+            "comfyui_agent_runs",
+            "Runs finished on this instance, by outcome.",
+            ["outcome"],
+            registry=reg,
+        )
+        self.run_duration = Histogram(
+            "comfyui_agent_run_duration_seconds",
+            "Time from accepting a run to its end.",
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.store_writes = Counter(
+            "comfyui_agent_store_writes", "Task records written to the store.", registry=reg
+        )
+        self.store_write_seconds = Histogram(
+            "comfyui_agent_store_write_seconds",
+            "Latency of task record writes.",
+            buckets=STORE_BUCKETS,
+            registry=reg,
+        )
+        self.store_failures = Counter(
+            "comfyui_agent_store_failures", "Store operations that failed.", registry=reg
+        )
+        self.node_seconds = Histogram(
+            "comfyui_agent_node_execution_seconds",
+            "Time ComfyUI spent executing one node, by node type (class_type).",
+            ["node_type"],
+            buckets=NODE_BUCKETS,
+            registry=reg,
+        )
+        self.queue_wait_seconds = Histogram(
+            "comfyui_agent_queue_wait_seconds",
+            "Time from accepting a run to ComfyUI starting to execute it.",
+            buckets=QUEUE_BUCKETS,
+            registry=reg,
+        )
+        self.websocket_watchers = Gauge(
+            "comfyui_agent_websocket_watchers",
+            "Client websockets open on /api/run/ws, by mode (run: sent a workflow; watch: ?id=).",
+            ["mode"],
+            registry=reg,
+        )
+        self.app_load_errors = Counter(
+            "comfyui_agent_app_load_errors",
+            "App file problems found (each once).",
+            registry=reg,
+        )
+        for mode in ("run", "watch"):  # both series exist from the first scrape
+            self.websocket_watchers.labels(mode=mode)
 
     def run_finished(self, outcome: str, seconds: float) -> None:
         """Count a finished run."""
-        self.runs[outcome] += 1
+        self.runs.labels(outcome=outcome).inc()
         self.run_duration.observe(seconds)
 
     def store_write(self, seconds: float) -> None:
         """Count a successful store write."""
-        self.store_writes += 1
+        self.store_writes.inc()
         self.store_write_seconds.observe(seconds)
+
+    def runs_finished(self) -> int:
+        """How many runs finished on this instance, whatever their outcome."""
+        return int(
+            sum(
+                sample.value
+                for family in self.runs.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total")
+            )
+        )
 
     def store_failure(self) -> None:
         """Count a failed store operation."""
-        self.store_failures += 1
+        self.store_failures.inc()
+
+    def node_executed(self, node_type: str, seconds: float) -> None:
+        """Record how long ComfyUI executed one node of this type."""
+        self.node_seconds.labels(node_type=node_type).observe(seconds)
+
+    def run_started(self, queued_seconds: float) -> None:
+        """Record how long a run waited before ComfyUI started executing it."""
+        self.queue_wait_seconds.observe(queued_seconds)
+
+    @contextmanager
+    def websocket_watcher(self, mode: str) -> Iterator[None]:
+        """Count a client websocket as open for the duration of the block."""
+        gauge = self.websocket_watchers.labels(mode=mode)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
     def app_problem(self) -> None:
         """Count an app file (or entry) that could not be loaded."""
-        self.app_problems += 1
+        self.app_load_errors.inc()
 
     def render(
         self,
@@ -78,43 +183,11 @@ class Metrics:
         apps_loaded: int = 0,
         apps_broken: int = 0,
     ) -> str:
-        """The whole exposition text."""
-        out = [
-            "# HELP comfyui_agent_runs_total Runs finished on this instance, by outcome.",
-            "# TYPE comfyui_agent_runs_total counter",
-        ]
-        for outcome in sorted(self.runs):
-            out.append(f'comfyui_agent_runs_total{{outcome="{outcome}"}} {self.runs[outcome]}')
-        out += [
-            "# HELP comfyui_agent_run_duration_seconds Time from accepting a run to its end.",
-            "# TYPE comfyui_agent_run_duration_seconds histogram",
-            *self.run_duration.lines("comfyui_agent_run_duration_seconds"),
-            "# HELP comfyui_agent_queue_depth Tasks queued or running on this instance.",
-            "# TYPE comfyui_agent_queue_depth gauge",
-            f"comfyui_agent_queue_depth {queue_depth}",
-            "# HELP comfyui_agent_store_writes_total Task records written to the store.",
-            "# TYPE comfyui_agent_store_writes_total counter",
-            f"comfyui_agent_store_writes_total {self.store_writes}",
-            "# HELP comfyui_agent_store_write_seconds Latency of task record writes.",
-            "# TYPE comfyui_agent_store_write_seconds histogram",
-            *self.store_write_seconds.lines("comfyui_agent_store_write_seconds"),
-            "# HELP comfyui_agent_store_failures_total Store operations that failed.",
-            "# TYPE comfyui_agent_store_failures_total counter",
-            f"comfyui_agent_store_failures_total {self.store_failures}",
-            "# HELP comfyui_agent_child_restarts_total ComfyUI child restarts.",
-            "# TYPE comfyui_agent_child_restarts_total counter",
-            f"comfyui_agent_child_restarts_total {child_restarts}",
-            "# HELP comfyui_agent_comfyui_ready 1 when ComfyUI answers.",
-            "# TYPE comfyui_agent_comfyui_ready gauge",
-            f"comfyui_agent_comfyui_ready {int(comfyui_ready)}",
-            "# HELP comfyui_agent_apps Apps loaded from --apps.",
-            "# TYPE comfyui_agent_apps gauge",
-            f"comfyui_agent_apps {apps_loaded}",
-            "# HELP comfyui_agent_apps_broken App files or entries skipped as broken right now.",
-            "# TYPE comfyui_agent_apps_broken gauge",
-            f"comfyui_agent_apps_broken {apps_broken}",
-            "# HELP comfyui_agent_app_load_errors_total App file problems found (each once).",
-            "# TYPE comfyui_agent_app_load_errors_total counter",
-            f"comfyui_agent_app_load_errors_total {self.app_problems}",
-        ]
-        return "\n".join(out) + "\n"
+        """The whole exposition text (Prometheus text format 0.0.4)."""
+        live = self._live
+        live.apps_loaded = apps_loaded
+        live.apps_broken = apps_broken
+        live.queue_depth = queue_depth
+        live.child_restarts = child_restarts
+        live.comfyui_ready = comfyui_ready
+        return generate_latest(self.registry).decode()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.metrics import Metrics
+from agent.node_timing import NodeTimer
 from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
 from agent.workflow import PreparationError, PreparedWorkflow
@@ -543,6 +544,7 @@ class TaskRunner:
         options = self.options
         record = handle.record
         last_event = self._clock()
+        timer = NodeTimer(handle.workflow, tracker.prompt_id)
         while not tracker.finished:
             if handle.abort is not None:
                 self._finish(handle, *handle.abort)
@@ -566,12 +568,15 @@ class TaskRunner:
             else:
                 last_event = now
                 changed = tracker.apply(item, now)
+                for node_type, seconds in timer.apply(item, now):
+                    self.metrics.node_executed(node_type, seconds)
             if not changed:
                 continue
             became_running = tracker.started and record.status is TaskStatus.QUEUED
             if became_running:
                 record.status = TaskStatus.RUNNING
                 record.started_at = now
+                self.metrics.run_started(now - record.created_at)
             record.outputs = tracker.outputs
             record.updated_at = now
             if tracker.finished:

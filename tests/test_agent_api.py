@@ -219,6 +219,10 @@ async def test_wrong_method_on_agent_route_is_405_json(agent: AgentUnderTest) ->
     async with agent.session.get(f"{agent.url}/api/run") as response:
         assert response.status == 405
         assert (await response.json())["message"] == "MethodNotAllowed"
+        assert response.headers["Allow"] == "POST"
+    async with agent.session.put(f"{agent.url}/api/tasks/some-task") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "DELETE, GET, HEAD"
 
 
 async def test_ws_streams_progress_in_order_then_result(agent: AgentUnderTest) -> None:

@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,10 +36,17 @@ from agent.services import SERVICES
 from agent.settings import parse_settings
 from store.factory import open_store
 from store.records import TaskRecord, TaskStatus
-from tests.agent_harness import AgentUnderTest, agent_argv, running_agent, trace_prompt
+from tests.agent_harness import AgentUnderTest, running_agent, trace_prompt
+from tests.agent_process import (
+    FAKE_ARGS,
+    AgentProcess,
+    children_of,
+    proc_stat,
+    spawn_agent,
+    wait_ready,
+)
 from tests.fake_comfyui.fixtures import MAIN_SCRIPT, free_port
 
-AGENT_SCRIPT = Path(sys.executable).with_name("comfyui-agent")
 T = TypeVar("T")
 Response = tuple[int, dict[str, str], Any]
 
@@ -121,31 +127,10 @@ def measure(what: str, **seconds: float) -> None:
 # -- processes ---------------------------------------------------------------------------
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) of a process, None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parens
-    return fields[0], int(fields[1])
-
-
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     stat = proc_stat(pid)
     return stat is not None and stat[0] != "Z"
-
-
-def children_of(parent: int) -> list[tuple[int, str]]:
-    """(pid, state) of every process whose parent is `parent`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[1] == parent:
-                found.append((int(entry), stat[0]))
-    return found
 
 
 def zombie_children() -> set[int]:
@@ -166,73 +151,28 @@ def is_fake_comfyui(pid: int) -> bool:
     return runs(pid, MAIN_SCRIPT)
 
 
-@dataclass
-class AgentProcess:
-    """A `comfyui-agent` process with its fake ComfyUI child."""
-
-    process: asyncio.subprocess.Process
-    url: str
-    store_dir: Path
-    log_path: Path
-    # Every ComfyUI child seen (the first one first), so the test's end can kill orphans.
-    child_pids: list[int]
-
-    @property
-    def child_pid(self) -> int:
-        """The ComfyUI child the agent started first."""
-        return self.child_pids[0]
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stored(self, task_id: str) -> dict[str, Any]:
-        record: dict[str, Any] = json.loads((self.store_dir / f"{task_id}.json").read_text())
-        return record
-
-
 @asynccontextmanager
 async def agent_process(
     tmp_path: Path,
     flags: Sequence[str],
-    fake_args: Sequence[str] = ("--slow-delay", "0.02"),
+    fake_args: Sequence[str] = FAKE_ARGS,
     wait_for: str = "/readyz",
 ) -> AsyncIterator[AgentProcess]:
     """Start the console script (own session), wait until `wait_for` answers 200; at the
     end kill whatever is left (the agent, and an orphaned ComfyUI child), by PID."""
-    port, comfyui_port = free_port(), free_port()
-    listen = ["--host", "127.0.0.1", "--port", str(port)]
-    argv = agent_argv(tmp_path, comfyui_port, flags=[*listen, *flags], fake_args=fake_args)
-    log_path = tmp_path / "agent.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            str(AGENT_SCRIPT),
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    child_pids: list[int] = []
+    agent = await spawn_agent(tmp_path, flags, fake_args)
     try:
         async with aiohttp.ClientSession() as session:
-
-            async def ready() -> bool:
-                assert process.returncode is None, log_path.read_text(errors="replace")
-                with contextlib.suppress(aiohttp.ClientError):
-                    return await status_of(session, f"{url}{wait_for}") == 200
-                return False
-
-            assert await eventually(ready, 30, 0.05) is not None, "agent never became ready"
-        child_pids.extend(pid for pid, _ in children_of(process.pid) if is_fake_comfyui(pid))
-        assert len(child_pids) == 1, children_of(process.pid)
-        yield AgentProcess(process, url, tmp_path / "tasks", log_path, child_pids)
+            await wait_ready(session, agent, wait_for)
+        pids = children_of(agent.process.pid)
+        agent.child_pids.extend(pid for pid, _ in pids if is_fake_comfyui(pid))
+        assert len(agent.child_pids) == 1, pids
+        yield agent
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for pid in child_pids:  # an orphaned ComfyUI child, if the agent left one
+        if agent.process.returncode is None:
+            agent.process.kill()
+            await agent.process.wait()
+        for pid in agent.child_pids:  # an orphaned ComfyUI child, if the agent left one
             if alive(pid) and is_fake_comfyui(pid):
                 os.kill(pid, signal.SIGKILL)
 

@@ -24,11 +24,7 @@ agent's group and then each child's group, by PID, as `kill_tree` does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,47 +37,18 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.agent_harness import agent_argv, trace_prompt
-from tests.fake_comfyui.fixtures import free_port
+from tests.agent_harness import trace_prompt
+from tests.agent_process import AgentProcess, kill_tree, spawn_agent, stop_gracefully, wait_ready
 from tests.store_factories import RedisTarget, delete_redis_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-AGENT_SCRIPT = Path(sys.executable).with_name("comfyui-agent")
 LEASE = 2.0
 ASYNC = {"X-Fc-Invocation-Type": "Async"}
 STORE_SETUPS = ["redis", "file"]
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
 
 
 # -- agent processes ---------------------------------------------------------------------
-
-
-@dataclass
-class AgentProcess:
-    """One `comfyui-agent` process (leader of its own session) and its fake ComfyUI."""
-
-    instance: str
-    process: asyncio.subprocess.Process
-    port: int
-    comfyui_port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def comfyui_url(self) -> str:
-        return f"http://127.0.0.1:{self.comfyui_port}"
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -102,110 +69,12 @@ class Cluster:
 
     async def start_agent(self, name: str) -> AgentProcess:
         """Start an agent on the shared store and wait until its /readyz answers 200."""
+        flags = ["--task-lease", str(LEASE), "--store", self.store.url]
         instance = f"{self.store.kind}-{name}"
-        agent = await spawn_agent(self.base / name, instance, self.store.url)
+        agent = await spawn_agent(self.base / name, flags, instance=instance)
         self.started.append(agent)
         await wait_ready(self.session, agent)
         return agent
-
-
-async def spawn_agent(base: Path, instance: str, store_url: str) -> AgentProcess:
-    """Start `comfyui-agent` with its own fake ComfyUI child, in a new session."""
-    log_path = _log_path(base)
-    port, comfyui_port = free_port(), free_port()
-    flags = [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--task-lease",
-        str(LEASE),
-        "--instance",
-        instance,
-        "--store",
-        store_url,  # after agent_argv's own --store: the last one wins
-    ]
-    argv = agent_argv(base, comfyui_port, flags=flags)
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            str(AGENT_SCRIPT),
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=base,
-            start_new_session=True,
-        )
-    return AgentProcess(instance, process, port, comfyui_port, log_path)
-
-
-def _log_path(base: Path) -> Path:
-    base.mkdir(parents=True, exist_ok=True)
-    return base / "agent.log"
-
-
-async def wait_ready(session: aiohttp.ClientSession, agent: AgentProcess) -> None:
-    """Poll /readyz until 200 (bounded); fail with the agent's log if it never gets there."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if agent.process.returncode is not None:
-            pytest.fail(
-                f"agent {agent.instance} exited with {agent.process.returncode}:\n"
-                + agent.log_tail()
-            )
-        with contextlib.suppress(aiohttp.ClientError, OSError):
-            async with session.get(f"{agent.url}/readyz") as response:
-                if response.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    kill_tree(agent)
-    pytest.fail(f"agent {agent.instance} not ready after {READY_TIMEOUT} s:\n{agent.log_tail()}")
-
-
-async def stop_gracefully(agent: AgentProcess) -> int | None:
-    """SIGTERM the agent (it stops its child itself) and wait; None if it did not exit."""
-    if agent.process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(agent.process.pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(STOP_TIMEOUT):
-            return await agent.process.wait()
-    except TimeoutError:
-        kill_tree(agent)
-        await agent.process.wait()
-        return None
-
-
-def child_pids(pid: int) -> list[int]:
-    """PIDs whose parent is pid (the agent's fake ComfyUI), read from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may contain spaces, so split after its ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return children
-
-
-def kill_tree(agent: AgentProcess) -> None:
-    """SIGKILL the agent's process group, then each child's own group (the fake ComfyUI)."""
-    if agent.process.returncode is not None:
-        return
-    children = child_pids(agent.process.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(agent.process.pid, signal.SIGKILL)
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(child) == child:
-                os.killpg(child, signal.SIGKILL)
-            else:
-                os.kill(child, signal.SIGKILL)
 
 
 # -- store setups --------------------------------------------------------------------------

@@ -22,8 +22,9 @@ import pytest
 from aiohttp import web
 
 from comfyui.backend import ComfyUIBackend
+from comfyui.output_lines import LineSplitter
 from comfyui.readiness import AttachedComfyUI, StateNotifier
-from comfyui.supervisor import ComfyUIProcess, _LineSplitter
+from comfyui.supervisor import ComfyUIProcess
 
 FAKE_COMFYUI = r"""
 import argparse, os, signal, subprocess, sys, threading, time
@@ -489,7 +490,7 @@ async def test_missing_executable_fails_start(tmp_path: Path) -> None:
 
 def test_line_splitter_bounds_and_carriage_returns() -> None:
     out: list[str] = []
-    splitter = _LineSplitter(out.append, max_bytes=10)
+    splitter = LineSplitter(out.append, max_bytes=10)
     splitter.feed(b"plain\nwin\r\n")
     splitter.feed(b"step 1\rstep 2\r")
     splitter.feed(b"\nbad \xff byte\n")

@@ -266,7 +266,7 @@ async def test_metrics_count_runs_and_store_writes(agent: AgentUnderTest) -> Non
     writes = next(
         line for line in text.splitlines() if line.startswith("comfyui_agent_store_writes_total")
     )
-    assert int(writes.split()[1]) > 0
+    assert float(writes.split()[1]) > 0
     assert "comfyui_agent_comfyui_ready 1" in text
 
 

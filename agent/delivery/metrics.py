@@ -1,54 +1,80 @@
-"""Prometheus counters of delivery: uploads, webhook attempts, warm-up (appended to /metrics)."""
+"""Prometheus metrics of delivery: uploads, webhook attempts, warm-up (on the agent's registry)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from agent.metrics import DURATION_BUCKETS, Histogram
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from agent.metrics import DURATION_BUCKETS
+
+WARMUP_STATES = ("none", "pending", "succeeded", "failed", "timeout")
 
 
-@dataclass
-class DeliveryMetrics:
-    """Counters kept by the uploader, the webhook sender and the warm-up."""
+class DeliveryMetrics(Collector):
+    """Counters kept by the uploader, the webhook sender and the warm-up.
 
-    # outcome: uploaded | retried | failed
-    uploads: Counter[str] = field(default_factory=Counter)
-    upload_bytes: int = 0
-    upload_seconds: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
-    # outcome: delivered | retried | failed | skipped (another instance delivered it)
-    webhook_attempts: Counter[str] = field(default_factory=Counter)
-    webhooks: Counter[str] = field(default_factory=Counter)
-    # status: pending | succeeded | failed | timeout | none
-    warmup_status: str = "none"
-    warmup_seconds: float = 0.0
+    The counters are plain dicts (tests and callers read them directly); the collector
+    turns them into metric families at scrape time.
+    """
 
-    def lines(self) -> Iterable[str]:
-        """Exposition lines."""
-        yield "# HELP comfyui_agent_output_uploads_total Output file uploads, by outcome."
-        yield "# TYPE comfyui_agent_output_uploads_total counter"
-        for outcome in sorted(self.uploads):
-            count = self.uploads[outcome]
-            yield f'comfyui_agent_output_uploads_total{{outcome="{outcome}"}} {count}'
-        yield "# HELP comfyui_agent_output_upload_bytes_total Bytes of output files uploaded."
-        yield "# TYPE comfyui_agent_output_upload_bytes_total counter"
-        yield f"comfyui_agent_output_upload_bytes_total {self.upload_bytes}"
-        yield "# HELP comfyui_agent_output_upload_seconds Time to upload one task's outputs."
-        yield "# TYPE comfyui_agent_output_upload_seconds histogram"
-        yield from self.upload_seconds.lines("comfyui_agent_output_upload_seconds")
-        yield "# HELP comfyui_agent_webhook_attempts_total Webhook POSTs, by outcome."
-        yield "# TYPE comfyui_agent_webhook_attempts_total counter"
-        for outcome in sorted(self.webhook_attempts):
-            count = self.webhook_attempts[outcome]
-            yield f'comfyui_agent_webhook_attempts_total{{outcome="{outcome}"}} {count}'
-        yield "# HELP comfyui_agent_webhooks_total Webhook events, by final outcome."
-        yield "# TYPE comfyui_agent_webhooks_total counter"
-        for outcome in sorted(self.webhooks):
-            yield f'comfyui_agent_webhooks_total{{outcome="{outcome}"}} {self.webhooks[outcome]}'
-        yield "# HELP comfyui_agent_warmup_seconds Time the warm-up workflow took."
-        yield "# TYPE comfyui_agent_warmup_seconds gauge"
-        yield f"comfyui_agent_warmup_seconds {self.warmup_seconds:.3f}"
-        yield "# HELP comfyui_agent_warmup_status Warm-up state (1 for the current one)."
-        yield "# TYPE comfyui_agent_warmup_status gauge"
-        yield f'comfyui_agent_warmup_status{{status="{self.warmup_status}"}} 1'
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # outcome: uploaded | retried | failed
+        self.uploads: Counter[str] = Counter()
+        self.upload_bytes = 0
+        self.upload_seconds = Histogram(
+            "comfyui_agent_output_upload_seconds",
+            "Time to upload one task's outputs.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        # outcome: delivered | retried | failed
+        self.webhook_attempts: Counter[str] = Counter()
+        # outcome: delivered | failed | skipped (another instance delivered it)
+        self.webhooks: Counter[str] = Counter()
+        self.warmup_status = "none"
+        self.warmup_seconds = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        """The scrape-time families."""
+        uploads = CounterMetricFamily(
+            "comfyui_agent_output_uploads", "Output file uploads, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(self.uploads.items()):
+            uploads.add_metric([outcome], count)
+        yield uploads
+        yield CounterMetricFamily(
+            "comfyui_agent_output_upload_bytes",
+            "Bytes of output files uploaded.",
+            value=self.upload_bytes,
+        )
+        attempts = CounterMetricFamily(
+            "comfyui_agent_webhook_attempts", "Webhook POSTs, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(self.webhook_attempts.items()):
+            attempts.add_metric([outcome], count)
+        yield attempts
+        events = CounterMetricFamily(
+            "comfyui_agent_webhooks", "Webhook events, by final outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(self.webhooks.items()):
+            events.add_metric([outcome], count)
+        yield events
+        yield GaugeMetricFamily(
+            "comfyui_agent_warmup_seconds",
+            "Time the warm-up workflow took.",
+            value=self.warmup_seconds,
+        )
+        status = GaugeMetricFamily(
+            "comfyui_agent_warmup_status",
+            "Warm-up state (1 for the current one).",
+            labels=["status"],
+        )
+        for state in WARMUP_STATES:
+            status.add_metric([state], int(state == self.warmup_status))
+        yield status

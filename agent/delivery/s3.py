@@ -46,6 +46,8 @@ PART_SIZE = 8 * 1024 * 1024
 PART_CONCURRENCY = 2
 _QUERY_KEYS = frozenset({"endpoint", "region", "path_style"})
 _CREDENTIAL_NAMES = ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN")
+# Read from the environment by the store itself (credentials are never settings or URLs).
+CREDENTIAL_VARIABLES = tuple(f"AGENT_OUTPUT_STORE_{name}" for name in _CREDENTIAL_NAMES)
 # obstore raises the builtin FileNotFoundError / PermissionError for 404 / 403 too.
 _NOT_RETRYABLE = (
     NotFoundError,

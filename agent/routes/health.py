@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from agent.openapi import openapi_document
 from agent.services import Services, services
@@ -36,16 +37,18 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this instance."""
     svc = services(request)
     apps = await svc.apps.apps()
-    text = svc.runner.metrics.render(
+    # Off the loop: the process collector reads /proc on every scrape (metrics are
+    # thread-safe in prometheus-client).
+    text = await asyncio.to_thread(
+        svc.runner.metrics.render,
         queue_depth=len(svc.runner.active),
         child_restarts=svc.backend.restarts,
         comfyui_ready=svc.backend.ready,
         apps_loaded=len(apps),
         apps_broken=len(svc.apps.problems),
     )
-    if svc.delivery is not None:
-        text += "\n".join(svc.delivery.metrics.lines()) + "\n"
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    # The exposition format's own content type (text format 0.0.4).
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 async def initialize(request: web.Request) -> web.Response:

@@ -50,10 +50,11 @@ async def run_ws(request: web.Request) -> web.StreamResponse:
     try:
         mode = results_mode(request, svc.settings.results)
         watch_id = request.query.get("id")
-        if watch_id:
-            await _watch(svc, ws, watch_id, mode)
-        else:
-            await _run(svc, ws, request, mode)
+        with svc.runner.metrics.websocket_watcher("watch" if watch_id else "run"):
+            if watch_id:
+                await _watch(svc, ws, watch_id, mode)
+            else:
+                await _run(svc, ws, request, mode)
     except ApiError as exc:
         await _send(ws, {"type": "error", "data": exc.body()})
     finally:

@@ -5,6 +5,13 @@ set -eu
 
 NAS="${AGENT_NAS_DIR:-/mnt/auto/comfyui}"
 if [ -d /mnt/auto ]; then
+    # The image runs unprivileged: say so at once when the shared volume is not ours.
+    if ! mkdir -p "$NAS" 2>/dev/null || [ ! -w "$NAS" ]; then
+        echo "comfyui-agent: $NAS is not writable by uid $(id -u) gid $(id -g);" \
+            "give the shared directory to that user (FC nasConfig userId/groupId," \
+            "Kubernetes fsGroup)" >&2
+        exit 1
+    fi
     for dir in models custom_nodes input output user; do
         mkdir -p "$NAS/$dir"
         if [ ! -L "$COMFYUI_DIR/$dir" ]; then
