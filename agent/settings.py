@@ -230,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfyui-agent",
         description="Run ComfyUI workflows over HTTP/websocket with shared task progress.",
-        epilog="Child command: `comfyui-agent [OPTIONS] -- python /comfyui/main.py --port 9001`.",
+        epilog="Child command: `comfyui-agent [OPTIONS] -- python /comfyui/main.py --port 9001`. "
+        "Client: `comfyui-agent run|watch|apps --help`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # `--url` must not silently mean --url-fetch-allow: no prefix guessing.
+        allow_abbrev=False,
     )
     defaults = AgentSettings.model_construct()
     for name, field in AgentSettings.model_fields.items():
