@@ -257,12 +257,14 @@ def _services_context(
             hooks=delivery,
             metrics=metrics,
         )
+        apps = AppRegistry(settings.apps, on_problem=lambda _: metrics.app_problem())
         warmup = Warmup(
             settings.warmup,
             runner=runner,
             backend=backend,
             metrics=delivery_metrics,
             timeout=settings.warmup_timeout,
+            apps=apps,
         )
 
         def on_child_exit(code: int | None) -> None:
@@ -288,7 +290,7 @@ def _services_context(
             events=events,
             runner=runner,
             preparer=preparer,
-            apps=AppRegistry(settings.apps, on_problem=lambda _: runner.metrics.app_problem()),
+            apps=apps,
             delivery=delivery,
             warmup=warmup,
             answers=AnswerCache(

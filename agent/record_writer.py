@@ -1,4 +1,8 @@
-"""Writes one run's task record to the store: coalesced, in the background, lease renewed."""
+"""Writes one run's task record to the store: coalesced, in the background, lease renewed.
+
+Every write carries the run's claim token (agent.run_claim): once another run took the task
+over, the store refuses it and the writer stops writing for good.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from store.base import Store
+from agent.run_claim import RunClaim
+from store.base import ClaimSuperseded
 from store.records import TaskRecord
 
 log = logging.getLogger("agent.writer")
@@ -18,27 +23,26 @@ class RecordWriter:
 
     Writes happen in a background task, so a slow store (fsync on a NAS, a Redis round
     trip) never delays event handling; only the first and the final write are awaited by
-    the run. Each write stamps `lease_expires_at`, and the periodic write also renews the
-    task's claim, so other instances can tell a live owner from a dead one.
+    the run. Each write stamps `lease_expires_at` and is preceded by a claim renewal when
+    one is due (also the first write after a freeze), so other instances can tell a live
+    owner from a dead one, and a superseded owner learns it before it writes.
     """
 
     def __init__(
         self,
-        store: Store,
+        claim: RunClaim,
         snapshot: Callable[[], TaskRecord],
         *,
-        owner: str,
         interval: float,
-        lease: float,
         clock: Callable[[], float],
         on_failure: Callable[[Exception], None],
         on_write: Callable[[float], None] | None = None,
     ) -> None:
-        self._store = store
+        self._claim = claim
+        self._store = claim.store
         self._snapshot = snapshot
-        self._owner = owner
         self._interval = interval
-        self._lease = lease
+        self._lease = claim.lease
         self._clock = clock
         self._on_failure = on_failure
         self._on_write = on_write
@@ -47,8 +51,6 @@ class RecordWriter:
         self._closing = False
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        # The runner claimed the task just before creating this writer.
-        self._claim_renewed = clock()
         self.writes = 0
 
     async def start(self) -> bool:
@@ -77,7 +79,10 @@ class RecordWriter:
             self._urgent.set()
 
     async def close(self, attempts: int = 4) -> bool:
-        """Stop the background writes, then write the final record; False if the store failed."""
+        """Stop the background writes, then write the final record; False if the store failed.
+
+        A superseded run writes nothing and answers True: there is nothing left to store.
+        """
         # Told to stop, never cancelled: a file write finishing in its thread after the
         # final one would put an older state back.
         self._closing = True
@@ -87,7 +92,7 @@ class RecordWriter:
             await self._flusher
         delay = 0.1
         for attempt in range(attempts):
-            if await self._write():
+            if await self._write() or self._claim.superseded:
                 return True
             if attempt + 1 < attempts:
                 await asyncio.sleep(delay)
@@ -95,8 +100,8 @@ class RecordWriter:
         return False
 
     async def _flush_loop(self) -> None:
-        renew_every = max(self._lease / 3, 0.05)
-        while not self._closing:
+        renew_every = self._claim.renew_every
+        while not self._closing and not self._claim.superseded:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(renew_every):
                     await self._dirty.wait()
@@ -104,10 +109,6 @@ class RecordWriter:
                 return
             self._dirty.clear()
             self._urgent.clear()
-            # Renewed on a clock, not when idle: a sampler sending progress all the time
-            # must not let its claim lapse (another delivery could then run the task too).
-            if self._clock() - self._claim_renewed >= renew_every:
-                await self._renew_claim()
             if not await self._write():
                 self._dirty.set()
             # Coalesce progress for `interval`, unless a state change wants out sooner.
@@ -115,21 +116,12 @@ class RecordWriter:
                 async with asyncio.timeout(self._interval):
                     await self._urgent.wait()
 
-    async def _renew_claim(self) -> None:
-        self._claim_renewed = self._clock()
-        record = self._snapshot()
-        try:
-            if not await self._store.claim(record.task_id, self._owner, self._lease):
-                log.error(
-                    "task %s: another instance took over its claim",
-                    record.task_id,
-                    extra={"task_id": record.task_id, "prompt_id": record.prompt_id},
-                )
-        except Exception as exc:  # the run goes on; the next renewal tries again
-            self._on_failure(exc)
-
     async def _write(self) -> bool:
         async with self._lock:
+            # Renewed on a clock, not when idle: a sampler sending progress all the time
+            # must not let its claim lapse (another delivery could then run the task too).
+            if self._claim.superseded or (self._claim.due() and not await self._claim.renew()):
+                return False
             record = self._snapshot()
             if not record.status.is_terminal:
                 record.lease_expires_at = self._clock() + self._lease
@@ -137,7 +129,10 @@ class RecordWriter:
                 record.lease_expires_at = None
             started = self._clock()
             try:
-                await self._store.save(record)
+                await self._store.save(record, token=self._claim.token)
+            except ClaimSuperseded as exc:
+                await self._claim.supersede(exc)
+                return False
             except Exception as exc:  # a store outage must not kill the run
                 self._on_failure(exc)
                 log.warning(

@@ -15,11 +15,13 @@ from agent.metrics import Metrics
 from agent.node_timing import NodeTimer
 from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
+from agent.run_claim import RunClaim
+from agent.submission import ChildBackend, submit_prompt
 from agent.workflow import PreparationError, PreparedWorkflow
 from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
 from comfyui.event_stream import ConnectionGap, EventStream, Subscription
 from comfyui.events import BinaryFrame
-from store.base import Store, StoreError
+from store.base import ClaimSuperseded, Store, StoreError
 from store.records import NodeProgress, TaskError, TaskRecord, TaskStatus
 
 log = logging.getLogger("agent.runner")
@@ -43,12 +45,8 @@ def task_log(record: TaskRecord | RunHandle | str) -> dict[str, str | None]:
     return {"task_id": record.task_id, "prompt_id": record.prompt_id}
 
 
-class Readiness(Protocol):
-    """What the runner needs of the ComfyUI backend (child supervisor or attached server)."""
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait until ComfyUI answers; False on timeout."""
-        ...
+# What the runner needs of the ComfyUI backend (child supervisor or attached server).
+Readiness = ChildBackend
 
 
 class RunHooks(Protocol):
@@ -122,6 +120,9 @@ class RunHandle:
     # What the request asked of delivery (agent.delivery.DeliveryPlan); the runner only
     # passes it to its hooks.
     delivery: object = None
+    # Another run took the task over (agent.run_claim): this one stopped and wrote nothing;
+    # the store holds the task's real state.
+    superseded: bool = False
 
     @property
     def task_id(self) -> str:
@@ -154,6 +155,8 @@ class RunHandle:
                 await self._changed.wait_for(self._newer_than(seen))
                 seen = self.version
                 snapshot = self.snapshot()
+            if self.superseded:
+                return  # what this run holds is not the task's state any more
             yield snapshot
             if snapshot.status.is_terminal and self.done.is_set():
                 return
@@ -211,6 +214,8 @@ class TaskRunner:
         self.active: dict[str, RunHandle] = {}
         # Final records the store refused (outage): served from here and retried until stored.
         self.unsaved: dict[str, TaskRecord] = {}
+        # The claim token each of those final records is written with (the fence).
+        self.unsaved_tokens: dict[str, int] = {}
         self._retrier: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
         self.accepting = True
@@ -242,26 +247,31 @@ class TaskRunner:
         self._starting.add(task_id)
         try:
             try:
-                claimed = await self._store.claim(task_id, self._instance, self.options.lease)
+                claim = await RunClaim.take(
+                    self._store, task_id, self._instance, self.options.lease
+                )
             except StoreError as exc:
                 self.metrics.store_failure()
                 raise StoreUnavailable(str(exc)) from exc
-            if not claimed:
+            if claim is None:
                 raise TaskAlreadyRunning(task_id, here=False)
             handle = self._new_handle(task_id, workflow)
             handle.record.app, handle.record.params = app, params
             handle.delivery = delivery
-            writer = self._writer(handle)
+            writer = self._writer(handle, claim)
             if not durable_start:
                 writer.start_soon()
             elif not await writer.start():
-                await self._release(task_id)
+                await self._release(claim)
+                if claim.superseded:  # taken over by another delivery in this instant
+                    raise TaskAlreadyRunning(task_id, here=False)
                 raise StoreUnavailable("the store refused the task's first record")
         finally:
             self._starting.discard(task_id)
         self.unsaved.pop(task_id, None)
+        self.unsaved_tokens.pop(task_id, None)
         self.active[task_id] = handle
-        handle.task = asyncio.create_task(self._run(handle, writer), name=f"run-{task_id}")
+        handle.task = asyncio.create_task(self._run(handle, writer, claim), name=f"run-{task_id}")
         return handle
 
     def _new_handle(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
@@ -276,16 +286,25 @@ class TaskRunner:
         record.progress = {node_id: NodeProgress() for node_id in workflow}
         return RunHandle(record=record, workflow=workflow)
 
-    def _writer(self, handle: RunHandle) -> RecordWriter:
+    def _writer(self, handle: RunHandle, claim: RunClaim) -> RecordWriter:
         def failed(exc: Exception) -> None:
             self.metrics.store_failure()
 
+        async def superseded() -> None:
+            # Stop at once: the run loop wakes and ends, _run interrupts the prompt.
+            handle.superseded = True
+            handle.set_abort(
+                TaskStatus.FAILED,
+                TaskError(type="superseded", message="another run took the task over"),
+            )
+            self._wake(handle)
+
+        claim.on_superseded = superseded
+        claim.on_failure = failed
         return RecordWriter(
-            self._store,
+            claim,
             handle.snapshot,
-            owner=self._instance,
             interval=self.options.flush_interval,
-            lease=self.options.lease,
             clock=self._clock,
             on_failure=failed,
             on_write=self.metrics.store_write,
@@ -298,7 +317,7 @@ class TaskRunner:
     def local_record(self, task_id: str) -> TaskRecord | None:
         """The freshest record this instance holds: a live run, or a final not yet stored."""
         handle = self.active.get(task_id)
-        if handle is not None:
+        if handle is not None and not handle.superseded:
             return handle.snapshot()
         return self.unsaved.get(task_id)
 
@@ -370,8 +389,9 @@ class TaskRunner:
 
     # -- one run -----------------------------------------------------------------------
 
-    async def _run(self, handle: RunHandle, writer: RecordWriter) -> None:
-        cancel_watch = asyncio.create_task(self._watch_cancel(handle))
+    async def _run(self, handle: RunHandle, writer: RecordWriter, claim: RunClaim) -> None:
+        run_ended = asyncio.Event()
+        cancel_watch = asyncio.create_task(self._watch_cancel(handle, run_ended))
         try:
             await self._execute(handle, writer)
         except asyncio.CancelledError:
@@ -386,6 +406,7 @@ class TaskRunner:
                 TaskError(type="agent_error", message=f"unexpected agent error: {exc!r}"),
             )
         finally:
+            run_ended.set()
             cancel_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cancel_watch
@@ -393,34 +414,59 @@ class TaskRunner:
             # while the store still holds an older state.
             if not await writer.close():
                 self.unsaved[handle.task_id] = handle.snapshot()
+                self.unsaved_tokens[handle.task_id] = claim.token
                 self._ensure_retrier()
-            await self._release(handle.task_id)
+            if handle.superseded:
+                await self._stop_superseded(handle)
+            await self._release(claim)
             self.active.pop(handle.task_id, None)
             record = handle.record
-            self.metrics.run_finished(record.status.value, self._clock() - record.created_at)
+            outcome = "superseded" if handle.superseded else record.status.value
+            self.metrics.run_finished(outcome, self._clock() - record.created_at)
             self.finished_runs += 1
-            if self.hooks is not None:
+            # A superseded run delivers nothing: the run that took the task over does.
+            if self.hooks is not None and not handle.superseded:
                 self.hooks.after_end(handle)
             handle.ended.set()
             handle.done.set()
             await handle.notify()
 
-    async def _release(self, task_id: str) -> None:
+    async def _release(self, claim: RunClaim) -> None:
         try:
-            await self._store.release(task_id, self._instance)
+            await claim.release()
         except StoreError:
             self.metrics.store_failure()  # the claim expires with its lease anyway
 
-    async def _watch_cancel(self, handle: RunHandle) -> None:
+    async def _stop_superseded(self, handle: RunHandle) -> None:
+        """Interrupt the prompt of a run another run took over (it must not finish twice)."""
+        prompt_id = handle.record.prompt_id
+        if prompt_id is None:
+            return
+        try:
+            await self._client.delete_queued([prompt_id])
+            await self._client.interrupt(prompt_id)
+        except ComfyUIUnavailable as exc:
+            log.warning(
+                "task %s: could not interrupt superseded prompt %s: %s",
+                handle.task_id,
+                prompt_id,
+                exc,
+                extra=task_log(handle),
+            )
+            return
+        log.info(
+            "task %s: interrupted prompt %s of the superseded run",
+            handle.task_id,
+            prompt_id,
+            extra=task_log(handle),
+        )
+
+    async def _watch_cancel(self, handle: RunHandle, run_ended: asyncio.Event) -> None:
         """Interrupt the run when another instance asked for it through the store."""
-        # Ends when the run does, not only when cancelled: redis-py can swallow a
-        # cancellation that lands inside a command, and the run waits for this task.
-        while not handle.ended.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.cancel_poll_interval):
-                    await handle.ended.wait()
-            if handle.ended.is_set():
-                return
+        # Ends on run_ended, not only on cancel(): redis-py may swallow a cancellation that
+        # lands as its command completes, and this loop would then poll forever.
+        while not run_ended.is_set():
+            await asyncio.sleep(self.options.cancel_poll_interval)
             try:
                 requested = await self._store.cancel_requested(handle.task_id)
             except StoreError:
@@ -450,7 +496,16 @@ class TaskRunner:
         for task_id, record in list(self.unsaved.items()):
             started = self._clock()
             try:
-                await self._store.save(record)
+                await self._store.save(record, token=self.unsaved_tokens.get(task_id))
+            except ClaimSuperseded:
+                # Another run took the task over meanwhile: its state is the task's now.
+                log.warning(
+                    "task %s: final state dropped: the task was taken over meanwhile",
+                    task_id,
+                    extra=task_log(record),
+                )
+                self._forget_unsaved(task_id, record)
+                continue
             except Exception as exc:  # still down: keep it for the next round
                 self.metrics.store_failure()
                 log.warning(
@@ -464,8 +519,12 @@ class TaskRunner:
             log.info(
                 "task %s: final state stored after a store outage", task_id, extra=task_log(record)
             )
-            if self.unsaved.get(task_id) is record:
-                del self.unsaved[task_id]
+            self._forget_unsaved(task_id, record)
+
+    def _forget_unsaved(self, task_id: str, record: TaskRecord) -> None:
+        if self.unsaved.get(task_id) is record:
+            del self.unsaved[task_id]
+            self.unsaved_tokens.pop(task_id, None)
 
     async def _before_submit(self, handle: RunHandle) -> dict[str, dict[str, Any]] | None:
         """Wait for ComfyUI and prepare the workflow; None after finishing with an error."""
@@ -528,13 +587,24 @@ class TaskRunner:
         tracker.nodes = handle.record.progress
         with self._events.subscribe(prompt_id) as subscription:
             try:
-                await self._client.submit(
-                    workflow, prompt_id=prompt_id, client_id=self._events.client_id
+                await submit_prompt(
+                    self._client,
+                    self._backend,
+                    self._events,
+                    workflow,
+                    prompt_id,
+                    ready_timeout=min(options.ready_timeout, max(deadline - self._clock(), 0)),
+                    connect_timeout=options.connect_timeout,
+                    stop=handle.aborted,
+                    log_extra=task_log(handle),
                 )
             except PromptRejected as exc:
                 self._finish(handle, TaskStatus.FAILED, _validation_error(exc))
                 return
             except ComfyUIUnavailable as exc:
+                if handle.abort is not None:  # stopped while waiting to post it again
+                    self._finish(handle, *handle.abort)
+                    return
                 self._finish(
                     handle,
                     TaskStatus.FAILED,

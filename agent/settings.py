@@ -79,6 +79,11 @@ class AgentSettings(BaseSettings):
     task_lease: float = Field(
         30.0, gt=0, description="seconds without renewal after which a running task is lost"
     )
+    lost_grace: float = Field(
+        60.0,
+        ge=0,
+        description="seconds a watcher of a lost task keeps watching (its owner may come back)",
+    )
     token: str = Field("", repr=False, description="bearer token for /api/* (empty: no auth)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated allowed CORS origins"
@@ -141,7 +146,9 @@ class AgentSettings(BaseSettings):
     webhook_attempts: int = Field(5, ge=1, le=20, description="tries per webhook event")
     webhook_timeout: float = Field(10.0, gt=0, description="seconds one webhook POST may take")
     warmup: Path | None = Field(
-        None, description="workflow JSON run once before /readyz and /initialize say ready"
+        None,
+        description="workflow JSON file, or an app id, run once before /readyz and /initialize"
+        " say ready",
     )
     warmup_timeout: float = Field(
         600.0, gt=0, description="seconds the warm-up may take before readiness goes on"
@@ -225,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfyui-agent",
         description="Run ComfyUI workflows over HTTP/websocket with shared task progress.",
-        epilog="Child command: `comfyui-agent [OPTIONS] -- python /comfyui/main.py --port 9001`.",
+        epilog="Child command: `comfyui-agent [OPTIONS] -- python /comfyui/main.py --port 9001`. "
+        "Client: `comfyui-agent run|watch|apps --help`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # `--url` must not silently mean --url-fetch-allow: no prefix guessing.
+        allow_abbrev=False,
     )
     defaults = AgentSettings.model_construct()
     for name, field in AgentSettings.model_fields.items():

@@ -20,6 +20,10 @@ class ComfyUIUnavailable(ComfyUIError):
     """Connection refused/reset or a 5xx: ComfyUI is down, restarting or overloaded."""
 
 
+class NotConnected(ComfyUIUnavailable):
+    """No connection to ComfyUI could be made (refused, unreachable): nothing was sent."""
+
+
 class PromptRejected(ComfyUIError):
     """ComfyUI refused the prompt (validation): status and its JSON body are kept."""
 
@@ -195,5 +199,7 @@ class ComfyUIClient:
                 except ValueError:
                     payload = text
                 return response.status, payload
+        except aiohttp.ClientConnectorError as exc:
+            raise NotConnected(f"{method} {path} failed: {exc!r}") from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ComfyUIUnavailable(f"{method} {path} failed: {exc!r}") from exc

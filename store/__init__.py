@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from store.base import InvalidTaskId, Store, StoreError, validate_task_id
+from store.base import ClaimSuperseded, InvalidTaskId, Store, StoreError, validate_task_id
 from store.factory import open_store
 from store.file import FileStore
 from store.memory import MemoryStore
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from store.redis import RedisStore
 
 __all__ = [
+    "ClaimSuperseded",
     "FileStore",
     "InvalidTaskId",
     "MemoryStore",

@@ -22,6 +22,20 @@ class StoreError(Exception):
     """The store could not be read or written (unreachable backend, full disk, ...)."""
 
 
+class ClaimSuperseded(Exception):
+    """A write or renewal carried a claim token that is no longer the task's current one.
+
+    Another run took the task over (a newer claim): the old run must stop and write nothing.
+    Not a StoreError: retrying can never succeed.
+    """
+
+    def __init__(self, task_id: str, token: int, current: int | None) -> None:
+        super().__init__(f"task {task_id}: claim token {token} superseded by {current}")
+        self.task_id = task_id
+        self.token = token
+        self.current = current
+
+
 class InvalidTaskId(ValueError):
     """A task id that does not match TASK_ID_PATTERN."""
 
@@ -47,8 +61,13 @@ def validate_marker_name(name: str) -> str:
 class Store(Protocol):
     """Keeps task records; shared by every instance that points at the same backend."""
 
-    async def save(self, task: TaskRecord) -> None:
-        """Write the record (whole), replacing any earlier version."""
+    async def save(self, task: TaskRecord, *, token: int | None = None) -> None:
+        """Write the record (whole), replacing any earlier version.
+
+        With a claim token (see claim()), the write is fenced: it happens only while token
+        is the task's current claim token (or the store remembers none); otherwise nothing
+        is written and ClaimSuperseded is raised. Without a token the write is unconditional.
+        """
         ...
 
     async def load(self, task_id: str) -> TaskRecord | None:
@@ -59,17 +78,28 @@ class Store(Protocol):
         """Yield the record now (if it exists) and on every later change, until it is terminal."""
         ...
 
-    async def claim(self, task_id: str, owner: str, lease: float) -> bool:
-        """Take or renew the right to run task_id for `lease` s; False if another owner holds it.
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        """Take the right to run task_id for `lease` s: its new claim token, or None.
 
-        A claim that is new (nobody held it, or the holder's lease ran out) also clears any
-        earlier cancel request, so re-running a task id starts clean; a renewal by the same
-        owner keeps it.
+        None while another owner holds a live claim. Otherwise (free, lapsed, released, or
+        held by `owner` itself: a new run fences the old one) the claim is taken with a new
+        token, larger than every earlier token of the task (see store.fencing), and any
+        earlier cancel request is cleared, so re-running a task id starts clean. From this
+        instant, fenced writes and renewals carrying an older token are refused.
         """
         ...
 
-    async def release(self, task_id: str, owner: str) -> None:
-        """Drop owner's claim on task_id (no effect when someone else holds it)."""
+    async def renew(self, task_id: str, owner: str, token: int, lease: float) -> bool:
+        """Extend the claim holding token for `lease` s; False once a newer claim superseded it.
+
+        A claim whose lease lapsed but that nobody took over is taken again (same token):
+        its owner was merely slow or frozen, and goes on. A cancel request stands.
+        """
+        ...
+
+    async def release(self, task_id: str, token: int) -> None:
+        """End the claim holding token (no effect once superseded); the token stays current
+        until the next claim, so the run's own late final write still passes the fence."""
         ...
 
     async def request_cancel(self, task_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from store.records import TaskRecord
+from store.records import TaskRecord, TaskStatus
 
 # How long a cancel request is kept when the store keeps records forever (ttl None): long
 # enough for any run to notice it, short enough that requests for tasks that never run
@@ -33,9 +33,9 @@ def expires_at(record: TaskRecord, ttl: float | None) -> float | None:
     """
     if ttl is None:
         return None
-    if record.status.is_terminal:
-        # A terminal record without finished_at (e.g. LOST written by a reader) ages from
-        # its last update instead, so it still expires.
+    if record.status.is_terminal or record.status is TaskStatus.LOST:
+        # A terminal record without finished_at, or one stored as lost (written by hand,
+        # or by an older version: no owner renews it), ages from its last update instead.
         finished = record.finished_at if record.finished_at is not None else record.updated_at
         return finished + ttl
     if record.lease_expires_at is not None:

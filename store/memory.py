@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 
-from store.base import StoreError, validate_marker_name, validate_task_id
+from store.base import ClaimSuperseded, StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
+from store.fencing import next_token
 from store.records import TaskRecord
 
 # Expired records are pruned on save at most this often, so a busy store does not rescan
@@ -23,16 +24,21 @@ class MemoryStore:
         # Claims and cancel requests expire on the monotonic clock: they only ever concern
         # this process, and a wall-clock step must not hand a task to a second runner.
         self._claims: dict[str, tuple[str, float]] = {}  # task id -> (owner, expiry)
+        # The current claim token of each task ever claimed (the fence), kept past its claim.
+        self._tokens: dict[str, int] = {}
         self._cancels: dict[str, float] = {}  # task id -> expiry
         self._marks: dict[tuple[str, str], float] = {}  # (task id, name) -> expiry
         self._watchers = Watchers()
         self._closed = False
         self._last_prune = time.monotonic()
 
-    async def save(self, task: TaskRecord) -> None:
-        """Store a copy of the record, replacing any earlier version, and wake its watchers."""
+    async def save(self, task: TaskRecord, *, token: int | None = None) -> None:
+        """Store a copy of the record (fenced by token), and wake its watchers."""
         task_id = validate_task_id(task.task_id)
         self._check_open()
+        current = self._tokens.get(task_id)
+        if token is not None and current is not None and current != token:
+            raise ClaimSuperseded(task_id, token, current)
         # A JSON round trip rather than a deep copy: the record then holds exactly what the
         # file and Redis stores would give back, so tests on memory:// catch the same bugs.
         self._records[task_id] = TaskRecord.from_json(task.to_json())
@@ -66,30 +72,39 @@ class MemoryStore:
         self._check_open()
         return self._watch(task_id)
 
-    async def claim(self, task_id: str, owner: str, lease: float) -> bool:
-        """Take or renew the right to run task_id for lease s; False if another owner holds it."""
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        """Take the right to run task_id for lease s: a new token, or None if held by another."""
         validate_task_id(task_id)
         check_claim(owner, lease)
         self._check_open()
         now = time.monotonic()
         held = self._claims.get(task_id)
-        if held is not None and held[1] > now:
-            if held[0] != owner:
-                return False
-            # A renewal: the cancel request (if any) still stands.
-            self._claims[task_id] = (owner, now + lease)
-            return True
+        if held is not None and held[1] > now and held[0] != owner:
+            return None
+        token = next_token(self._tokens.get(task_id), time.time())
+        self._tokens[task_id] = token
         self._claims[task_id] = (owner, now + lease)
         self._cancels.pop(task_id, None)
+        return token
+
+    async def renew(self, task_id: str, owner: str, token: int, lease: float) -> bool:
+        """Extend the claim holding token; False once a newer claim superseded it."""
+        validate_task_id(task_id)
+        check_claim(owner, lease)
+        self._check_open()
+        current = self._tokens.get(task_id)
+        if current is not None and current != token:
+            return False
+        self._tokens[task_id] = token
+        self._claims[task_id] = (owner, time.monotonic() + lease)
         return True
 
-    async def release(self, task_id: str, owner: str) -> None:
-        """Drop owner's claim on task_id; no effect when another owner holds it."""
+    async def release(self, task_id: str, token: int) -> None:
+        """End the claim holding token; no effect once a newer claim superseded it."""
         validate_task_id(task_id)
         self._check_open()
-        held = self._claims.get(task_id)
-        if held is not None and held[0] == owner:
-            del self._claims[task_id]
+        if self._tokens.get(task_id) == token:
+            self._claims.pop(task_id, None)
 
     async def request_cancel(self, task_id: str) -> None:
         """Ask the runner of task_id to interrupt it; the request is kept for the task TTL."""
@@ -128,6 +143,7 @@ class MemoryStore:
         self._closed = True
         self._records.clear()
         self._claims.clear()
+        self._tokens.clear()
         self._cancels.clear()
         self._marks.clear()
         self._watchers.notify_all()
@@ -172,6 +188,10 @@ class MemoryStore:
             del self._claims[task_id]
         for task_id in [t for t, expiry in self._cancels.items() if expiry <= tick]:
             del self._cancels[task_id]
+        # Forgetting a token is safe (store.fencing): keep only those of kept tasks.
+        kept = self._records.keys() | self._claims.keys()
+        for task_id in [t for t in self._tokens if t not in kept]:
+            del self._tokens[task_id]
 
     def _check_open(self) -> None:
         if self._closed:

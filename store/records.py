@@ -16,7 +16,12 @@ from pydantic import (
 
 
 class TaskStatus(StrEnum):
-    """Lifecycle of a task: queued -> running -> succeeded | failed | interrupted (| lost)."""
+    """Lifecycle of a task: queued -> running -> succeeded | failed | interrupted.
+
+    `lost` is a suspicion, not an end: the owner stopped renewing the task's lease (it died,
+    or is frozen and may come back), so the task may still change, or be taken over by a
+    new run (which fences the old owner out).
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -24,17 +29,16 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     # Never written by an owner: a reader reports it when the owner's lease ran out.
+    # Not terminal: the owner may resume (and renew), or a new run may take over.
     LOST = "lost"
 
     @property
     def is_terminal(self) -> bool:
-        """True when the task will not change any more."""
+        """True when the task will not change any more (`lost` may still change)."""
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.LOST}
-)
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.INTERRUPTED})
 
 
 # Keys of a ComfyUI node output whose entries are files (SaveImage, PreviewImage,
@@ -107,7 +111,7 @@ class TaskRecord(BaseModel):
     updated_at: float = Field(default_factory=time.time)
     instance: str | None = None
     # The owner renews this while it works on the task; a reader that finds a task not
-    # terminal past this time reports it `lost` (its instance died or was frozen).
+    # terminal past this time reports it `lost` (its instance died or was frozen: suspected).
     lease_expires_at: float | None = None
     error: TaskError | None = None
     progress: dict[str, NodeProgress] = Field(default_factory=dict)

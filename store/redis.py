@@ -3,13 +3,15 @@
 Keys (all under the store's prefix, nothing else is touched):
 
 - ``{prefix}task:{id}``: the record's JSON, with a TTL (see RedisStore._expiry_ms).
-- ``{prefix}claim:{id}``: the owner holding the task, expiring with its lease.
+- ``{prefix}claim:{id}``: ``"<token>:<owner>"`` of the claim, expiring with its lease.
+- ``{prefix}fence:{id}``: the task's current claim token (see store.redis_scripts).
 - ``{prefix}cancel:{id}``: present while an interrupt of the task is requested.
 - ``{prefix}mark:{name}:{id}``: a once-marker (mark_once), set with NX, kept for the task TTL.
 
 Every save also publishes the record's JSON on the channel ``{prefix}task:{id}`` in the
-same MULTI, so watchers on any instance are pushed each change. Pub/sub channels are not
-per database: stores that share a server (any db) must not share a prefix.
+same script, so watchers on any instance are pushed each change; a save carrying a claim
+token is refused in that script when the token is not the current one (check-and-set).
+Pub/sub channels are not per database: stores that share a server (any db) must not share a prefix.
 
 All watches of one store share a single pub/sub connection, read by one background task
 that hands each message to the channel it concerns. A channel is "synced" when the server
@@ -46,8 +48,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from store.base import StoreError, validate_marker_name, validate_task_id
+from store import redis_scripts
+from store.base import ClaimSuperseded, StoreError, validate_marker_name, validate_task_id
 from store.common import cancel_ttl, check_claim, check_ttl, expires_at
+from store.fencing import token_floor
 from store.records import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -72,27 +76,6 @@ local value = redis.call('GET', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return value
 """
-# KEYS[1] claim key, KEYS[2] cancel key. ARGV[1] owner, ARGV[2] lease in ms.
-_CLAIM_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('DEL', KEYS[2])
-  return 1
-end
-return 0
-"""
-# KEYS[1] claim key. ARGV[1] owner.
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 T = TypeVar("T")
 
 
@@ -163,8 +146,10 @@ class RedisStore:
         self._where = _describe(self._redis)
         self._subscriber = _subscriber_connection(self._redis, client_name)
         self._sync_script = self._redis.register_script(_SYNC_SCRIPT)
-        self._claim_script = self._redis.register_script(_CLAIM_SCRIPT)
-        self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
+        self._claim_script = self._redis.register_script(redis_scripts.CLAIM)
+        self._renew_script = self._redis.register_script(redis_scripts.RENEW)
+        self._release_script = self._redis.register_script(redis_scripts.RELEASE)
+        self._save_script = self._redis.register_script(redis_scripts.SAVE)
         self._channels: dict[bytes, _Channel] = {}
         self._wanted = asyncio.Event()
         self._live = False
@@ -183,26 +168,29 @@ class RedisStore:
         """How many task channels the shared pub/sub connection follows now."""
         return len(self._channels)
 
-    async def save(self, task: TaskRecord) -> None:
-        """Write the record with its TTL and publish it to watchers, in one transaction."""
+    async def save(self, task: TaskRecord, *, token: int | None = None) -> None:
+        """Write the record with its TTL and publish it to watchers, in one atomic script.
+
+        With a token, the script first checks it against the task's fence key (see
+        store.redis_scripts) and writes nothing when another claim superseded it.
+        """
         task_id = validate_task_id(task.task_id)
         self._use()
-        key = self._key("task", task_id)
+        keys = [self._key("task", task_id), self._key("fence", task_id)]
         expiry_ms = self._expiry_ms(task, time.time())
-        if expiry_ms is not None and expiry_ms <= 0:
-            # Already past its TTL (e.g. a finished task saved late): nothing to keep, and
-            # a watcher would not be shown it by any other store either.
-            await self._call(f"saving task {task_id}", lambda: self._redis.delete(key))
-            return
-        data = task.to_json().encode()
-
-        async def write() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, data, px=expiry_ms)
-                pipe.publish(key, data)
-                await pipe.execute()
-
-        await self._call(f"saving task {task_id}", write)
+        # Already past its TTL (e.g. a finished task saved late): the script deletes it,
+        # as nothing would keep it, and a watcher would not be shown it by any other store.
+        args: list[str | bytes | int] = [
+            task.to_json().encode(),
+            "" if expiry_ms is None else max(expiry_ms, 0),
+            "" if token is None else str(token),
+        ]
+        result = await self._call(
+            f"saving task {task_id}", lambda: self._save_script(keys=keys, args=args)
+        )
+        if int(result[0]) == 0:
+            assert token is not None
+            raise ClaimSuperseded(task_id, token, int(result[1]))
 
     async def load(self, task_id: str) -> TaskRecord | None:
         """Read the record; None when unknown or expired, StoreError when not a record."""
@@ -234,25 +222,48 @@ class RedisStore:
         self._check_open()
         return self._watch(task_id)
 
-    async def claim(self, task_id: str, owner: str, lease: float) -> bool:
-        """Take or renew the right to run task_id for lease s; False if another owner holds it."""
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        """Take the right to run task_id for lease s: a new token, or None if held by another."""
         validate_task_id(task_id)
         check_claim(owner, lease)
         self._use()
-        keys = [self._key("claim", task_id), self._key("cancel", task_id)]
-        args: list[str | int] = [owner, max(1, math.ceil(lease * 1000))]
+        keys = [
+            self._key("claim", task_id),
+            self._key("cancel", task_id),
+            self._key("fence", task_id),
+        ]
+        args: list[str | int] = [
+            owner,
+            _ms(lease),
+            token_floor(time.time()),
+            self._fence_ttl_ms(lease),
+        ]
         result = await self._call(
             f"claiming task {task_id}", lambda: self._claim_script(keys=keys, args=args)
         )
+        token = int(result)
+        return token if token > 0 else None
+
+    async def renew(self, task_id: str, owner: str, token: int, lease: float) -> bool:
+        """Extend the claim holding token; False once a newer claim superseded it."""
+        validate_task_id(task_id)
+        check_claim(owner, lease)
+        self._use()
+        keys = [self._key("claim", task_id), self._key("fence", task_id)]
+        args: list[str | int] = [owner, str(token), _ms(lease), self._fence_ttl_ms(lease)]
+        result = await self._call(
+            f"renewing task {task_id}", lambda: self._renew_script(keys=keys, args=args)
+        )
         return bool(int(result))
 
-    async def release(self, task_id: str, owner: str) -> None:
-        """Drop owner's claim on task_id; no effect when another owner holds it."""
+    async def release(self, task_id: str, token: int) -> None:
+        """End the claim holding token; no effect once a newer claim superseded it."""
         validate_task_id(task_id)
         self._use()
         keys = [self._key("claim", task_id)]
         await self._call(
-            f"releasing task {task_id}", lambda: self._release_script(keys=keys, args=[owner])
+            f"releasing task {task_id}",
+            lambda: self._release_script(keys=keys, args=[str(token)]),
         )
 
     async def request_cancel(self, task_id: str) -> None:
@@ -310,6 +321,11 @@ class RedisStore:
 
     def _key(self, kind: str, task_id: str) -> str:
         return f"{self._prefix}{kind}:{task_id}"
+
+    def _fence_ttl_ms(self, lease: float) -> int | str:
+        # The fence must outlive the task's record (store.fencing makes forgetting it
+        # afterwards safe): ttl beyond the last renewal, or forever like the records.
+        return "" if self._ttl is None else _ms(self._ttl + lease)
 
     def _expiry_ms(self, record: TaskRecord, now: float) -> int | None:
         """Milliseconds the record's key lives, or None for no expiry (ttl None)."""
@@ -626,6 +642,10 @@ class _Channel:
             self.latest = value
             self.version += 1
             self.wake()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _parse(task_id: str, key: str, data: bytes) -> TaskRecord:

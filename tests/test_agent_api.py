@@ -368,9 +368,9 @@ async def test_store_writes_are_coalesced(tmp_path: Path) -> None:
         writes: list[str] = []
         original = store.save
 
-        async def counting_save(task: Any) -> None:
+        async def counting_save(task: Any, *, token: int | None = None) -> None:
             writes.append(task.status.value)
-            await original(task)
+            await original(task, token=token)
 
         store.save = counting_save  # type: ignore[method-assign]
         prompt = distinct(trace_prompt("progress"), "coalesce")

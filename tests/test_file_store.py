@@ -321,28 +321,6 @@ async def test_failed_write_keeps_the_old_record_and_no_temp_file(
     assert names(file_store.directory) == {"task-1.json"}
 
 
-async def test_only_terminal_records_wait_for_the_disk(
-    stores: Callable[..., FileStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    file_store = stores()
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
-    assert await file_store.claim("task-1", "me", 30)
-    await file_store.save(record(status=TaskStatus.QUEUED))
-    await file_store.save(record(status=TaskStatus.RUNNING))
-    assert synced == []  # claims and progress are superseded soon; a crash ends the lease
-    await file_store.save(record(status=TaskStatus.SUCCEEDED))
-    assert len(synced) == 1
-    loaded = await file_store.load("task-1")
-    assert loaded is not None and loaded.status is TaskStatus.SUCCEEDED
-
-
 # --- corrupted and foreign task files ----------------------------------------------------
 
 
@@ -444,7 +422,7 @@ async def test_sweep_survives_files_vanishing_under_it(
     temp = file_store.directory / ".x.1111.tmp"
     temp.write_text("{")
     age(temp, 7200)
-    real_read, real_unlink = store.file._read_file, Path.unlink
+    real_read, real_unlink = store.file.read_file, Path.unlink
 
     def read_after_another_sweeper(path: Path) -> Any:
         if path.name == "done-0.json":
@@ -456,7 +434,7 @@ async def test_sweep_survives_files_vanishing_under_it(
             real_unlink(path)  # another instance wins between read and unlink
         real_unlink(path, missing_ok)
 
-    monkeypatch.setattr(store.file, "_read_file", read_after_another_sweeper)
+    monkeypatch.setattr(store.file, "read_file", read_after_another_sweeper)
     monkeypatch.setattr(Path, "unlink", unlink_after_another_sweeper)
     assert await file_store.sweep() == 4
     monkeypatch.undo()
@@ -477,15 +455,15 @@ async def test_sweep_keeps_a_record_rewritten_while_it_judged_it(
 ) -> None:
     file_store = stores(ttl=60)
     path = await save_aged(file_store, "task-1", TaskStatus.FAILED, 120)
-    real_read = store.file._read_file
+    real_read = store.file.read_file
     fresh = record(instance="retried").to_json().encode()
 
     def read_then_rewritten(read_path: Path) -> Any:
         found = real_read(read_path)
-        store.file._write_atomically(read_path.parent, "task-1", fresh)
+        store.file.write_atomically(read_path.parent, "task-1", fresh, ".json")
         return found
 
-    monkeypatch.setattr(store.file, "_read_file", read_then_rewritten)
+    monkeypatch.setattr(store.file, "read_file", read_then_rewritten)
     assert await file_store.sweep() == 0
     assert path.read_bytes() == fresh
 
@@ -515,3 +493,26 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 def test_constructor_does_no_io(tmp_path: Path) -> None:
     FileStore(tmp_path / "never", ttl=None)
     assert not (tmp_path / "never").exists()
+
+
+async def test_only_terminal_records_wait_for_the_disk(
+    stores: Callable[..., FileStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_store = stores()
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    token = await file_store.claim("task-1", "me", 30)
+    assert token is not None
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    await file_store.save(record(status=TaskStatus.QUEUED), token=token)
+    await file_store.save(record(status=TaskStatus.RUNNING), token=token)
+    assert synced == []  # progress is superseded soon; a crash ends the lease anyway
+    await file_store.save(record(status=TaskStatus.SUCCEEDED), token=token)
+    assert len(synced) == 1
+    loaded = await file_store.load("task-1")
+    assert loaded is not None and loaded.status is TaskStatus.SUCCEEDED

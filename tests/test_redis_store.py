@@ -288,13 +288,14 @@ async def test_only_keys_under_the_prefix_are_touched(server: RedisServer) -> No
         await store.save(record())
         watch = store.watch("task-1")
         await next_record(watch)
-        assert await store.claim("task-1", "me", 30)
+        token = await store.claim("task-1", "me", 30)
+        assert token is not None
         await store.request_cancel("task-1")
-        await store.save(done())
+        await store.save(done(), token=token)
         await next_record(watch)
-        await store.release("task-1", "me")
+        await store.release("task-1", token)
         keys = {key.decode() if isinstance(key, bytes) else key for key in await plain.keys("*")}
-        assert keys == {*foreign, "mine:task:task-1", "mine:cancel:task-1"}
+        assert keys == {*foreign, "mine:task:task-1", "mine:cancel:task-1", "mine:fence:task-1"}
         for key, value in foreign.items():
             assert await plain.get(key) == value
     finally:

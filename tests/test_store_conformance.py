@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import hashlib
 import json
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from store import (
+    ClaimSuperseded,
     FileStore,
     InvalidTaskId,
     MemoryStore,
@@ -497,49 +499,158 @@ def test_open_store_refuses_bad_urls(url: str) -> None:
 
 
 async def test_claim_of_a_free_task(store: Store) -> None:
-    assert await store.claim("task-1", "owner-a", 30)
+    token = await store.claim("task-1", "owner-a", 30)
+    assert isinstance(token, int) and token > 0
 
 
 async def test_claim_held_by_another_owner_is_refused_while_live(store: Store) -> None:
     assert await store.claim("task-1", "owner-a", 30)
-    assert not await store.claim("task-1", "owner-b", 30)
-    assert not await store.claim("task-1", "owner-b", 30)
+    assert await store.claim("task-1", "owner-b", 30) is None
+    assert await store.claim("task-1", "owner-b", 30) is None
     # Claims are per task.
     assert await store.claim("task-2", "owner-b", 30)
 
 
-async def test_same_owner_renews_and_extends(store: Store) -> None:
-    assert await store.claim("task-1", "owner-a", 0.6)
+async def test_renewal_extends_the_claim(store: Store) -> None:
+    token = await store.claim("task-1", "owner-a", 0.6)
+    assert token is not None
     await asyncio.sleep(0.35)
-    assert await store.claim("task-1", "owner-a", 0.6)
+    assert await store.renew("task-1", "owner-a", token, 0.6)
     await asyncio.sleep(0.35)
     # Past the first lease, within the renewed one.
-    assert not await store.claim("task-1", "owner-b", 0.6)
+    assert await store.claim("task-1", "owner-b", 0.6) is None
 
 
 async def test_expired_claim_goes_to_another_owner(store: Store) -> None:
     assert await store.claim("task-1", "owner-a", 0.1)
     await asyncio.sleep(0.25)
     assert await store.claim("task-1", "owner-b", 30)
-    assert not await store.claim("task-1", "owner-a", 30)
+    assert await store.claim("task-1", "owner-a", 30) is None
 
 
 async def test_concurrent_claims_have_one_winner(store: Store) -> None:
     won = await asyncio.gather(*(store.claim("task-1", f"owner-{n}", 30) for n in range(16)))
-    assert sum(won) == 1
+    assert sum(token is not None for token in won) == 1
 
 
 async def test_release_frees_the_task_for_others(store: Store) -> None:
-    assert await store.claim("task-1", "owner-a", 30)
-    await store.release("task-1", "owner-a")
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    await store.release("task-1", token)
     assert await store.claim("task-1", "owner-b", 30)
 
 
-async def test_release_by_another_owner_does_nothing(store: Store) -> None:
+async def test_release_with_another_token_does_nothing(store: Store) -> None:
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    await store.release("task-1", token + 1)
+    await store.release("task-1", token - 1)
+    assert await store.claim("task-1", "owner-b", 30) is None
+    await store.release("never-claimed", 1)  # harmless too
+
+
+# --- claim tokens (fencing) ----------------------------------------------------------------
+
+
+async def test_every_claim_gets_a_larger_token(store: Store) -> None:
+    first = await store.claim("task-1", "owner-a", 0.1)
+    assert first is not None
+    await asyncio.sleep(0.25)
+    second = await store.claim("task-1", "owner-b", 30)  # take-over of a lapsed claim
+    assert second is not None and second > first
+    await store.release("task-1", second)
+    third = await store.claim("task-1", "owner-c", 30)  # after a release
+    assert third is not None and third > second
+    fourth = await store.claim("task-1", "owner-c", 30)  # the same owner runs it again
+    assert fourth is not None and fourth > third
+    # A renewal keeps the token.
+    assert await store.renew("task-1", "owner-c", fourth, 30)
+    assert await store.claim("task-1", "owner-d", 30) is None
+
+
+async def test_first_token_is_newer_than_any_a_store_could_have_forgotten(store: Store) -> None:
+    before = int(time.time() * 1000)
+    token = await store.claim("fresh-task", "owner-a", 30)
+    assert token is not None and before <= token <= int(time.time() * 1000) + 1
+
+
+async def test_fenced_save_with_the_current_token_writes(store: Store) -> None:
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    await store.save(record(updated_at=1.0), token=token)
+    await store.save(record(updated_at=2.0), token=token)
+    loaded = await store.load("task-1")
+    assert loaded is not None and loaded.updated_at == 2.0
+
+
+async def test_take_over_fences_out_the_old_run(store: Store) -> None:
+    old = await store.claim("task-1", "owner-a", 0.1)
+    assert old is not None
+    await store.save(record(instance="owner-a"), token=old)
+    await asyncio.sleep(0.25)  # owner-a frozen past its lease
+    new = await store.claim("task-1", "owner-b", 30)
+    assert new is not None
+    await store.save(record(instance="owner-b"), token=new)
+    # owner-a wakes up: its writes and renewals are refused and change nothing.
+    with pytest.raises(ClaimSuperseded) as refused:
+        await store.save(record(instance="owner-a", status=TaskStatus.SUCCEEDED), token=old)
+    assert refused.value.token == old and refused.value.current == new
+    assert not await store.renew("task-1", "owner-a", old, 30)
+    loaded = await store.load("task-1")
+    assert loaded is not None and loaded.instance == "owner-b"
+    assert loaded.status is TaskStatus.RUNNING
+    # Releasing with the old token does not free the new run's claim.
+    await store.release("task-1", old)
+    assert await store.claim("task-1", "owner-c", 30) is None
+
+
+async def test_old_run_stays_fenced_after_the_new_run_released(store: Store) -> None:
+    old = await store.claim("task-1", "owner-a", 0.1)
+    assert old is not None
+    await asyncio.sleep(0.25)
+    new = await store.claim("task-1", "owner-b", 30)
+    assert new is not None
+    await store.save(record(status=TaskStatus.SUCCEEDED, instance="owner-b"), token=new)
+    await store.release("task-1", new)
+    with pytest.raises(ClaimSuperseded):
+        await store.save(record(instance="owner-a"), token=old)
+    loaded = await store.load("task-1")
+    assert loaded is not None and loaded.status is TaskStatus.SUCCEEDED
+    # The released run's own late final write still passes: nobody claimed since.
+    await store.save(record(status=TaskStatus.FAILED, instance="owner-b"), token=new)
+
+
+async def test_a_lapsed_claim_nobody_took_over_is_renewed(store: Store) -> None:
+    token = await store.claim("task-1", "owner-a", 0.1)
+    assert token is not None
+    await asyncio.sleep(0.25)  # frozen past the lease, but nobody re-ran the task
+    assert await store.renew("task-1", "owner-a", token, 30)
+    assert await store.claim("task-1", "owner-b", 30) is None  # held again
+    await store.save(record(), token=token)
+
+
+async def test_unfenced_save_always_writes(store: Store) -> None:
     assert await store.claim("task-1", "owner-a", 30)
-    await store.release("task-1", "owner-b")
-    assert not await store.claim("task-1", "owner-b", 30)
-    await store.release("never-claimed", "owner-b")  # harmless too
+    await store.save(record(instance="tool"))
+    loaded = await store.load("task-1")
+    assert loaded is not None and loaded.instance == "tool"
+
+
+async def test_fenced_save_of_a_task_never_claimed_writes(store: Store) -> None:
+    # The store remembers no token (never claimed, or forgotten): nothing to refuse.
+    await store.save(record("unclaimed"), token=12345)
+    assert await store.load("unclaimed") is not None
+
+
+async def test_concurrent_take_overs_fence_each_other(store: Store) -> None:
+    first = await store.claim("task-1", "owner-a", 0.1)
+    assert first is not None
+    await asyncio.sleep(0.25)
+    won = await asyncio.gather(*(store.claim("task-1", f"owner-{n}", 30) for n in range(8)))
+    tokens = [token for token in won if token is not None]
+    assert len(tokens) == 1 and tokens[0] > first
+    with pytest.raises(ClaimSuperseded):
+        await store.save(record(), token=first)
 
 
 async def test_cancel_is_not_requested_by_default(store: Store) -> None:
@@ -555,11 +666,14 @@ async def test_new_claim_clears_a_cancel_request_renewal_keeps_it(store: Store) 
     assert not await store.cancel_requested("task-1")
     await store.request_cancel("task-1")
     await store.request_cancel("task-1")  # asking twice is asking once
-    assert await store.claim("task-1", "owner-a", 30)  # renewal: the request stands
+    token = await store.claim("task-1", "owner-a", 30)  # a new run: starts clean
+    assert token is not None and not await store.cancel_requested("task-1")
+    await store.request_cancel("task-1")
+    assert await store.renew("task-1", "owner-a", token, 30)  # renewal: the request stands
     assert await store.cancel_requested("task-1")
-    assert not await store.claim("task-1", "owner-b", 30)  # refused: changes nothing
+    assert await store.claim("task-1", "owner-b", 30) is None  # refused: changes nothing
     assert await store.cancel_requested("task-1")
-    await store.release("task-1", "owner-a")
+    await store.release("task-1", token)
     assert await store.claim("task-1", "owner-b", 30)  # new again
     assert not await store.cancel_requested("task-1")
 
@@ -593,7 +707,11 @@ async def test_invalid_ids_are_refused_by_claims_and_cancels(
     with pytest.raises(InvalidTaskId):
         await store.claim(bad_id, "owner-a", 30)
     with pytest.raises(InvalidTaskId):
-        await store.release(bad_id, "owner-a")
+        await store.renew(bad_id, "owner-a", 1, 30)
+    with pytest.raises(InvalidTaskId):
+        await store.release(bad_id, 1)
+    with pytest.raises(InvalidTaskId):
+        await store.save(record(bad_id), token=1)
     with pytest.raises(InvalidTaskId):
         await store.request_cancel(bad_id)
     with pytest.raises(InvalidTaskId):
@@ -615,6 +733,8 @@ async def test_bad_claim_arguments_are_refused(
 ) -> None:
     with pytest.raises(ValueError):
         await store.claim("task-1", owner, lease)
+    with pytest.raises(ValueError):
+        await store.renew("task-1", owner, 1, lease)
     assert stored_names(kind, store, tmp_path, redis_target=target) == set()
 
 
@@ -634,15 +754,19 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 async def test_file_claims_and_cancels_live_in_their_own_directory(file_store: FileStore) -> None:
     await file_store.save(record())
-    assert await file_store.claim("task-1", "owner-a", 30)
+    token = await file_store.claim("task-1", "owner-a", 30)
     await file_store.request_cancel("task-1")
     claims = file_store.directory / ".claims"
     assert {p.name for p in file_store.directory.iterdir()} == {"task-1.json", ".claims"}
     assert {p.name for p in claims.iterdir()} == {"task-1.claim", "task-1.cancel"}
     claim = json.loads((claims / "task-1.claim").read_text())
     assert claim["owner"] == "owner-a" and claim["expires_at"] > time.time() + 29
-    await file_store.release("task-1", "owner-a")
-    assert {p.name for p in claims.iterdir()} == {"task-1.cancel"}
+    assert claim["token"] == token
+    assert token is not None
+    await file_store.release("task-1", token)
+    # Released: expired, but its token is kept (the fence).
+    claim = json.loads((claims / "task-1.claim").read_text())
+    assert claim["expires_at"] <= time.time() and claim["token"] == token
 
 
 async def test_file_claims_without_hard_links(
@@ -653,7 +777,7 @@ async def test_file_claims_without_hard_links(
 
     monkeypatch.setattr(os, "link", no_links)
     won = await asyncio.gather(*(file_store.claim("task-1", f"o-{n}", 30) for n in range(8)))
-    assert sum(won) == 1
+    assert sum(token is not None for token in won) == 1
     assert not any(p.name.endswith(".tmp") for p in (file_store.directory / ".claims").iterdir())
 
 
@@ -678,8 +802,12 @@ async def test_file_sweep_removes_expired_claims_and_cancel_requests(
     for task_id in ("old", "recent", "live", "lost"):
         assert await file_store.claim(task_id, "owner-a", 30)
         await file_store.request_cancel(task_id)
-    write_json(claims / "old.claim", {"owner": "a", "expires_at": now - 120, "token": "t"})
-    write_json(claims / "recent.claim", {"owner": "a", "expires_at": now - 5, "token": "t"})
+    claim = {"owner": "a", "token": 7, "nonce": "n"}
+    write_json(claims / "old.claim", {**claim, "expires_at": now - 120})
+    write_json(claims / "recent.claim", {**claim, "expires_at": now - 5})
+    # An old claim whose task is still kept stays: its token fences the task.
+    await file_store.save(record("kept"))
+    write_json(claims / "kept.claim", {**claim, "expires_at": now - 120})
     write_json(claims / "old.cancel", {"requested_at": now - 100, "expires_at": now - 40})
     # A task whose record expires takes its cancel request along.
     await file_store.save(record("lost", TaskStatus.RUNNING, lease_expires_at=now - 20_000))
@@ -697,6 +825,7 @@ async def test_file_sweep_removes_expired_claims_and_cancel_requests(
         "live.claim",
         "live.cancel",
         "lost.claim",
+        "kept.claim",
         "notes.txt",
     }
     assert not await file_store.cancel_requested("old")
@@ -725,9 +854,10 @@ async def test_mark_once_is_true_only_the_first_time(store: Store) -> None:
 
 
 async def test_mark_once_is_independent_of_claims(store: Store) -> None:
-    assert await store.claim("task-1", "owner-a", 30)
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
     assert await store.mark_once("task-1", "webhook_succeeded")
-    await store.release("task-1", "owner-a")
+    await store.release("task-1", token)
     assert await store.claim("task-1", "owner-b", 30)  # a new claim clears no marker
     assert not await store.mark_once("task-1", "webhook_succeeded")
 
@@ -758,3 +888,32 @@ async def test_file_sweep_removes_expired_marks(file_store: FileStore) -> None:
     assert await file_store.sweep() == 1
     assert {p.name for p in claims.iterdir()} == {"live.webhook.mark"}
     assert await file_store.mark_once("old", "webhook")
+
+
+async def test_file_take_over_marker_of_a_crashed_instance_is_broken_when_stale(
+    file_store: FileStore,
+) -> None:
+    old = await file_store.claim("task-1", "owner-a", 0.1)
+    assert old is not None
+    await asyncio.sleep(0.25)
+    claims = file_store.directory / ".claims"
+    judged = (claims / "task-1.claim").read_bytes()
+    digest = hashlib.sha256(judged).hexdigest()[:32]
+    marker = claims / f".task-1.{digest}.take"
+    marker.write_bytes(b"")  # an instance crashed in the middle of rewriting this version
+    assert await file_store.claim("task-1", "owner-b", 30) is None, "a fresh marker holds"
+    assert not await file_store.renew("task-1", "owner-a", old, 30)
+    then = time.time() - 60
+    os.utime(marker, (then, then))
+    new = await file_store.claim("task-1", "owner-b", 30)
+    assert new is not None and new > old
+    assert {p.name for p in claims.iterdir()} == {"task-1.claim"}, "markers are cleaned up"
+
+
+async def test_file_claim_rewrites_leave_no_markers(file_store: FileStore) -> None:
+    token = await file_store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    for _ in range(3):
+        assert await file_store.renew("task-1", "owner-a", token, 30)
+    await file_store.release("task-1", token)
+    assert {p.name for p in (file_store.directory / ".claims").iterdir()} == {"task-1.claim"}

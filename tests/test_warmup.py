@@ -115,3 +115,29 @@ async def test_no_warmup_means_ready_as_soon_as_comfyui_is(tmp_path: Path) -> No
         assert status == 200
         assert body["warmed_up"] is True
         assert 'comfyui_agent_warmup_status{status="none"} 1' in await metrics_text(agent)
+
+
+async def test_warmup_by_app_id_runs_the_app_as_saved(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    app = {"title": "Slow", "prompt": slow_prompt(steps=5), "params": []}
+    (apps / "slow.json").write_text(json.dumps(app))
+    flags = ["--apps", str(apps), "--warmup", "slow"]
+    async with running_agent(tmp_path, flags=flags, wait_ready=False) as agent:
+        await wait_ready(agent)
+        warm = agent.services.warmup
+        assert warm is not None and warm.task_id is not None
+        record = await agent.services.store.load(warm.task_id)
+        assert record is not None and record.status.value == "succeeded"
+        assert record.app == "slow"
+        assert record.progress["2"].value == 5
+        assert 'comfyui_agent_warmup_status{status="succeeded"} 1' in await metrics_text(agent)
+
+
+async def test_warmup_naming_neither_a_file_nor_an_app_fails_without_blocking(
+    tmp_path: Path,
+) -> None:
+    flags = ["--warmup", "no-such-app-or-file"]
+    async with running_agent(tmp_path, flags=flags, wait_ready=False) as agent:
+        await wait_ready(agent)
+        assert 'comfyui_agent_warmup_status{status="failed"} 1' in await metrics_text(agent)

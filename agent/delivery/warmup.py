@@ -1,10 +1,14 @@
 """Warm-up: run one workflow after ComfyUI is ready and before the agent says it is ready,
 so the first caller does not pay for loading models. A failing or slow warm-up is logged
-and readiness goes on (after at most `timeout` s of running it)."""
+and readiness goes on (after at most `timeout` s of running it).
+
+The warm-up is a workflow file, or the id of an app (run as saved, with its defaults) when
+no such file exists."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -12,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from agent.apps.registry import AppRegistry
 from agent.delivery.metrics import DeliveryMetrics
 from agent.runner import Readiness, TaskRunner
 from agent.workflow import WorkflowError, extract_workflow
@@ -30,8 +35,10 @@ class Warmup:
         backend: Readiness,
         metrics: DeliveryMetrics,
         timeout: float,
+        apps: AppRegistry | None = None,
     ) -> None:
         self._path = path
+        self._apps = apps
         self._runner = runner
         self._backend = backend
         self._metrics = metrics
@@ -55,11 +62,19 @@ class Warmup:
             self._task.cancel()
             await asyncio.wait([self._task])
 
+    async def _workflow(self, path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+        """The workflow to run and the app it comes from (None for a workflow file)."""
+        if self._apps is not None and not await asyncio.to_thread(path.exists):
+            app = await self._apps.get(str(path))
+            if app is not None:
+                return copy.deepcopy(app.prompt), app.id
+        return await asyncio.to_thread(_read_workflow, path), None
+
     async def _run(self, path: Path) -> None:
         try:
-            workflow = await asyncio.to_thread(_read_workflow, path)
+            workflow, app_id = await self._workflow(path)
         except (OSError, ValueError, WorkflowError) as exc:
-            log.error("warm-up %s not run: %s", path, exc)
+            log.error("warm-up %s not run: %s (neither a workflow file nor an app id)", path, exc)
             self._end("failed", 0.0)
             return
         while not await self._backend.wait_ready(60):
@@ -68,7 +83,7 @@ class Warmup:
         started = time.monotonic()
         log.info("warm-up: running %s as task %s", path, self.task_id)
         try:
-            handle = await self._runner.start(self.task_id, workflow)
+            handle = await self._runner.start(self.task_id, workflow, app=app_id)
         except Exception as exc:  # refused (store down, shutting down): readiness goes on
             log.error("warm-up could not start: %s", exc)
             self._end("failed", time.monotonic() - started)

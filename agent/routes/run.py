@@ -3,7 +3,9 @@
 Under Function Compute async invocation (`X-Fc-Invocation-Type: Async`) the same request
 is delivered at least once, so it is idempotent per task id: a task that succeeded is
 answered from the store without running again, one still running (here or elsewhere) is
-waited for, one that failed or was lost is run again; and only failures worth retrying
+waited for, one that failed or was lost is run again (a lost one is taken over through
+the claim's fence: its old owner, should it come back, can no longer write and stops its
+copy, so no two copies finish); and only failures worth retrying
 answer 5xx with `x-fc-status: 404` (FC's failure signal), so FC does not re-run a
 workflow that can only fail the same way.
 """
@@ -95,8 +97,24 @@ async def run_to_end(
 ) -> TaskRecord:
     """Start the run and wait for it; the run goes on if the caller leaves."""
     handle = await start_run(svc, task_id, run, delivery)
+    return await outcome_of(svc, handle)
+
+
+async def outcome_of(svc: Services, handle: RunHandle) -> TaskRecord:
+    """The final record of a run started here: its own, or, when another run took the task
+    over meanwhile (this one was then stopped), that run's, followed through the store."""
     await asyncio.shield(handle.done.wait())
-    return handle.snapshot()
+    if not handle.superseded:
+        return handle.snapshot()
+    lease = svc.runner.options.lease
+    final = await wait_for_end(
+        svc.runner,
+        svc.store,
+        handle.task_id,
+        lease_check=lease / 3,
+        lost_grace=svc.settings.lost_grace,
+    )
+    return final if final is not None else handle.snapshot()
 
 
 async def run_and_answer(
@@ -117,6 +135,15 @@ async def run_and_answer(
     except BaseException:
         answer.cancel()
         raise
+    if handle.superseded:
+        # Another run took the task over: answer with its outcome, as run_to_end does.
+        answer.cancel()
+        record = await outcome_of(svc, handle)
+        here = record.instance == svc.settings.instance
+        status, body = await finished_body(
+            svc, record, mode, require_results=here, image_format=plan.image_format
+        )
+        return record, status, body
     status, body = await answer
     return handle.snapshot(), status, body
 
@@ -134,11 +161,13 @@ async def run_idempotently(
             if status is TaskStatus.SUCCEEDED:
                 log.info("task %s: delivered again; answering the stored result", task_id)
                 return existing
-            if not status.is_terminal:
+            if status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
                 log.info("task %s: delivered again while it runs; waiting for it", task_id)
                 final = await wait_for_end(svc.runner, svc.store, task_id, lease_check=lease / 3)
                 if final is not None and final.status is not TaskStatus.LOST:
                     return final
+            # Failed, interrupted or lost: run it again. A lost task is taken over through
+            # the fence (a new claim token), so its old owner cannot write any more.
         try:
             handle = await svc.runner.start(
                 task_id, run.workflow, app=run.app, params=run.params, delivery=delivery
@@ -151,6 +180,8 @@ async def run_idempotently(
             await asyncio.sleep(0.5)
             continue
         await asyncio.shield(handle.done.wait())
+        if handle.superseded:
+            continue  # yet another delivery took it over: wait for that one
         return handle.snapshot()
 
 
@@ -179,10 +210,15 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
                 _retry_later(exc)
             raise
         # Nobody reads an async answer's body inline: files stay on the output storage.
+        mode = "none"
         if svc.delivery is not None:
             # FC may freeze the instance once it answers: send the webhook first.
             await svc.delivery.wait_delivered(task_id, WEBHOOK_WAIT)
-        status, body = await finished_body(svc, record, "none", image_format=plan.image_format)
+        # A run taken over by another instance ended there: its files may not be readable.
+        here = record.instance == svc.settings.instance
+        status, body = await finished_body(
+            svc, record, mode, require_results=here, image_format=plan.image_format
+        )
     else:
         record, status, body = await run_and_answer(svc, task_id, run, plan, mode)
     headers = task_headers(task_id, record.status)

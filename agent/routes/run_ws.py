@@ -75,11 +75,13 @@ async def _run(svc: Services, ws: web.WebSocketResponse, request: web.Request, m
         run = RunRequest(checked_workflow(svc, body))
     handle = await start_run(svc, task_id, run, plan)
     previews = request.query.get("previews") in ("1", "true")
+    # Live from the run; through the store should another run take the task over.
+    updates = _follow(svc, task_id, handle)
     await _stream(
         svc,
         ws,
         task_id,
-        handle.updates(),
+        updates,
         mode,
         handle if previews else None,
         True,
@@ -94,9 +96,20 @@ async def _watch(svc: Services, ws: web.WebSocketResponse, task_id: str, mode: s
         raise invalid_task_id(exc) from exc
     if await load_task(svc, task_id) is None:
         raise ApiError(404, "TaskNotFound", f"task {task_id} not found")
-    lease_check = svc.runner.options.lease / 3
-    updates = follow_task(svc.runner, svc.store, task_id, lease_check=lease_check)
-    await _stream(svc, ws, task_id, updates, mode, None, False)
+    await _stream(svc, ws, task_id, _follow(svc, task_id), mode, None, False)
+
+
+def _follow(
+    svc: Services, task_id: str, handle: RunHandle | None = None
+) -> AsyncGenerator[TaskRecord, None]:
+    return follow_task(
+        svc.runner,
+        svc.store,
+        task_id,
+        lease_check=svc.runner.options.lease / 3,
+        lost_grace=svc.settings.lost_grace,
+        handle=handle,
+    )
 
 
 async def _stream(
@@ -140,8 +153,14 @@ async def _stream(
                 sent = progress
         if last is None or reader.done():
             return
+        # A run taken over by another instance ended there: its files may not be readable here.
+        here = last.instance == svc.settings.instance
         status, body = await finished_body(
-            svc, last, mode, require_results=require_results, image_format=image_format
+            svc,
+            last,
+            mode,
+            require_results=require_results and here,
+            image_format=image_format,
         )
         if status == 200:
             await _send(ws, {"type": "result", "task_id": task_id, "data": body})

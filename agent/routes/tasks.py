@@ -2,7 +2,8 @@
 
 For platforms that do not freeze idle instances: the run goes on in the background and
 any instance answers for it. Starting a task id that succeeded or still runs does not run
-it again (the answer says so with the record); one that failed or was lost runs again.
+it again (the answer says so with the record); one that failed or was lost runs again (a
+lost one is taken over through the claim's fence, so its old owner cannot finish it too).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def start_task(request: web.Request, read: RunReader) -> web.Response:
         status = existing.effective_status(time.time())
         if status is TaskStatus.SUCCEEDED:
             return record_response(existing, 200)
-        if not status.is_terminal:
+        if status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return record_response(existing, 202)
     try:
         handle = await start_run(svc, task_id, run, plan)
@@ -94,7 +95,10 @@ async def start_task(request: web.Request, read: RunReader) -> web.Response:
 
 
 async def delete_task(request: web.Request) -> web.Response:
-    """Interrupt the task, wherever it runs: 202 with the record as it is now."""
+    """Interrupt the task, wherever it runs: 202 with the record as it is now.
+
+    A lost task is asked through the store too: its owner, should it come back, stops it.
+    """
     svc = services(request)
     task_id = _task_id(request)
     record = await _known(svc, task_id)

@@ -1,0 +1,1 @@
+"""The command-line client: runs workflows and apps on an agent over HTTP/websocket."""

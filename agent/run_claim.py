@@ -1,0 +1,101 @@
+"""One run's claim on its task: the fencing token, lease renewal, and noticing a take-over.
+
+The store hands each claim a token (store.fencing); every write of the run carries it and
+the store refuses it once another run took the task over. This object keeps the token,
+renews the lease on a clock, and turns "refused" into one flag the runner acts on: stop at
+once, interrupt the prompt, write nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from store.base import ClaimSuperseded, Store
+
+log = logging.getLogger("agent.claim")
+
+
+class RunClaim:
+    """The claim a run holds on its task, from claim() to release()."""
+
+    def __init__(
+        self,
+        store: Store,
+        task_id: str,
+        owner: str,
+        token: int,
+        lease: float,
+        *,
+        on_superseded: Callable[[], Awaitable[None]] | None = None,
+        on_failure: Callable[[Exception], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.owner = owner
+        self.token = token
+        self.lease = lease
+        self.on_superseded = on_superseded
+        self.on_failure = on_failure
+        self._monotonic = monotonic
+        # When the last renewal that the store confirmed was asked for (the claim was
+        # taken just before this object was made). Elapsed time is measured on the
+        # monotonic clock, which keeps counting while the process is frozen.
+        self._confirmed_at = monotonic()
+        self.superseded = False
+
+    @classmethod
+    async def take(cls, store: Store, task_id: str, owner: str, lease: float) -> RunClaim | None:
+        """Claim task_id for a new run (StoreError when unreachable); None if held elsewhere."""
+        token = await store.claim(task_id, owner, lease)
+        return None if token is None else cls(store, task_id, owner, token, lease)
+
+    @property
+    def renew_every(self) -> float:
+        """How often the lease is renewed: a third of it, so two renewals may fail in a row."""
+        return max(self.lease / 3, 0.05)
+
+    def due(self) -> bool:
+        """True when the lease should be renewed now (also after a freeze, before any write)."""
+        return self._monotonic() - self._confirmed_at >= self.renew_every
+
+    async def renew(self) -> bool:
+        """Renew the lease; False once the run was superseded (a store outage is not that)."""
+        if self.superseded:
+            return False
+        asked = self._monotonic()
+        try:
+            renewed = await self.store.renew(self.task_id, self.owner, self.token, self.lease)
+        except Exception as exc:  # an outage: the run goes on, the next renewal tries again
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            return True
+        if not renewed:
+            await self.supersede(None)
+            return False
+        self._confirmed_at = asked
+        return True
+
+    async def supersede(self, refused: ClaimSuperseded | None) -> None:
+        """The store refused this claim's token: mark the run superseded (once) and say so."""
+        if self.superseded:
+            return
+        self.superseded = True
+        newer = f" by token {refused.current}" if refused and refused.current else ""
+        log.warning(
+            "task %s: claim token %d was superseded%s (the task was taken over while this"
+            " instance was frozen or cut off): stopping the run, writing nothing more",
+            self.task_id,
+            self.token,
+            newer,
+            extra={"task_id": self.task_id, "prompt_id": None},
+        )
+        if self.on_superseded is not None:
+            await self.on_superseded()
+
+    async def release(self) -> None:
+        """End the claim (no effect once superseded); StoreError when unreachable."""
+        if not self.superseded:
+            await self.store.release(self.task_id, self.token)

@@ -1,0 +1,117 @@
+"""A run's claim (agent/run_claim.py) and its record writer against a real store: renewal on
+a clock, the token on every write, and stopping for good once another run took over."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.record_writer import RecordWriter
+from agent.run_claim import RunClaim
+from store import MemoryStore, StoreError, TaskRecord, TaskStatus
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (a freeze is a jump)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def take(store: Any, clock: Clock, owner: str = "a", lease: float = 0.3) -> RunClaim:
+    token = await store.claim("task-1", owner, lease)
+    assert token is not None
+    return RunClaim(store, "task-1", owner, token, lease, monotonic=clock)
+
+
+async def test_renewal_is_due_a_third_of_the_lease_after_the_last_one() -> None:
+    store, clock = MemoryStore(), Clock()
+    claim = await take(store, clock, lease=30)
+    assert not claim.due()
+    clock.now += 9.9
+    assert not claim.due()
+    clock.now += 0.2
+    assert claim.due()
+    assert await claim.renew()
+    assert not claim.due()
+
+
+async def test_a_take_over_is_noticed_once_and_stops_everything() -> None:
+    store, clock = MemoryStore(), Clock()
+    claim = await take(store, clock)
+    noticed: list[bool] = []
+
+    async def superseded() -> None:
+        noticed.append(True)
+
+    claim.on_superseded = superseded
+    await asyncio.sleep(0.4)  # frozen past the lease
+    assert await store.claim("task-1", "b", 30)  # another run takes over
+    assert not await claim.renew()
+    assert not await claim.renew()
+    assert claim.superseded and noticed == [True]
+    await claim.release()  # a superseded claim releases nothing
+    assert await store.claim("task-1", "c", 30) is None
+
+
+async def test_an_outage_during_renewal_is_not_a_take_over() -> None:
+    class Down(MemoryStore):
+        async def renew(self, task_id: str, owner: str, token: int, lease: float) -> bool:
+            raise StoreError("down")
+
+    store, clock = Down(), Clock()
+    claim = await take(store, clock)
+    failures: list[Exception] = []
+    claim.on_failure = failures.append
+    assert await claim.renew()
+    assert not claim.superseded and len(failures) == 1
+
+
+def writer_for(claim: RunClaim, record: TaskRecord) -> RecordWriter:
+    return RecordWriter(
+        claim,
+        lambda: record.model_copy(deep=True),
+        interval=0.01,
+        clock=lambda: 0.0 + asyncio.get_running_loop().time(),
+        on_failure=lambda exc: None,
+    )
+
+
+async def test_writer_after_a_freeze_renews_first_and_goes_on_when_nobody_took_over() -> None:
+    store, clock = MemoryStore(), Clock()
+    claim = await take(store, clock)
+    record = TaskRecord(task_id="task-1", status=TaskStatus.RUNNING, instance="a")
+    writer = writer_for(claim, record)
+    assert await writer.start()
+    await asyncio.sleep(0.4)
+    clock.now += 10  # frozen well past the lease; nobody claimed it
+    record.status = TaskStatus.SUCCEEDED
+    assert await writer.close()
+    stored = await store.load("task-1")
+    assert stored is not None and stored.status is TaskStatus.SUCCEEDED
+    assert not claim.superseded
+
+
+@pytest.mark.parametrize("noticed_by", ["renewal", "write"])
+async def test_writer_of_a_superseded_run_writes_nothing_more(noticed_by: str) -> None:
+    store, clock = MemoryStore(), Clock()
+    claim = await take(store, clock)
+    record = TaskRecord(task_id="task-1", status=TaskStatus.RUNNING, instance="a")
+    writer = writer_for(claim, record)
+    assert await writer.start()
+    await asyncio.sleep(0.4)
+    if noticed_by == "renewal":
+        clock.now += 10  # a renewal is due: it is refused before the write
+    new = await store.claim("task-1", "b", 30)
+    assert new is not None
+    await store.save(TaskRecord(task_id="task-1", instance="b"), token=new)
+    record.status = TaskStatus.SUCCEEDED
+    assert await writer.close(), "nothing is left to store for a superseded run"
+    assert claim.superseded
+    stored = await store.load("task-1")
+    assert stored is not None and stored.instance == "b" and stored.status is TaskStatus.QUEUED
