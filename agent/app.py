@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
+from agent.answer_cache import AnswerCache
 from agent.apps.registry import AppRegistry
 from agent.delivery.hooks import Delivery
 from agent.delivery.metrics import DeliveryMetrics
@@ -216,10 +217,13 @@ def _services_context(
         )
         metrics = Metrics()
         delivery_metrics = DeliveryMetrics(metrics.registry)
+        # Read from ComfyUI's output directory when known (no /view round trip), for
+        # uploads and for sync answers alike.
+        output_files = OutputFiles(client, _output_dir(settings))
         delivery = Delivery(
             store=store,
             uploader=Uploader(
-                OutputFiles(client, _output_dir(settings)),
+                output_files,
                 delivery_metrics,
                 concurrency=settings.upload_concurrency,
             ),
@@ -289,6 +293,12 @@ def _services_context(
             apps=apps,
             delivery=delivery,
             warmup=warmup,
+            answers=AnswerCache(
+                store,
+                ttl=settings.task_ttl or None,
+                local_runs=lambda: runner.finished_runs,
+            ),
+            output_files=output_files,
         )
         await backend.start()
         events.start()

@@ -59,6 +59,19 @@ class RecordWriter:
         self._flusher = asyncio.create_task(self._flush_loop())
         return ok
 
+    def start_soon(self) -> None:
+        """Write the first record in the background; close() waits for it.
+
+        For runs whose caller is answered only at the end: the claim already holds the
+        task in the store, so the run need not wait for this write to begin.
+        """
+        self._flusher = asyncio.create_task(self._first_then_flush())
+
+    async def _first_then_flush(self) -> None:
+        if not await self._write():
+            self._dirty.set()  # the flush loop tries again
+        await self._flush_loop()
+
     def mark_dirty(self, *, urgent: bool = False) -> None:
         """The record changed; write it within `interval` (urgent: as soon as possible)."""
         self._dirty.set()

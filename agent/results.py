@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, Protocol
 
 from agent.delivery.image_format import ImageFormat
-from comfyui.client import ComfyUIClient
 from store.records import TaskRecord
 
 
+class FileSource(Protocol):
+    """Hands out output files by ComfyUI's (filename, subfolder, type): /view or the disk."""
+
+    async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+        """The file's bytes."""
+        ...
+
+
 async def fetch_results(
-    client: ComfyUIClient,
+    client: FileSource,
     record: TaskRecord,
     *,
     concurrency: int = 4,

@@ -106,6 +106,8 @@ class RunHandle:
     record: TaskRecord
     workflow: dict[str, dict[str, Any]]
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the record turns terminal in memory, before its final write (done follows).
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _preview_queues: list[asyncio.Queue[bytes]] = field(default_factory=list)
@@ -217,6 +219,8 @@ class TaskRunner:
         self._retrier: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
         self.accepting = True
+        # Runs that ended here (final record written): readers' caches check it.
+        self.finished_runs = 0
 
     async def start(
         self,
@@ -226,11 +230,13 @@ class TaskRunner:
         app: str | None = None,
         params: dict[str, Any] | None = None,
         delivery: object = None,
+        durable_start: bool = True,
     ) -> RunHandle:
         """Claim the task, write its first record and run it in the background.
 
         app and params (an app run) are kept in the task record; delivery is passed to the
-        run hooks as it is.
+        run hooks as it is. durable_start False: the first record is written while the run
+        starts (for callers answered only when it ends; the claim already holds the task).
         """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
@@ -253,7 +259,9 @@ class TaskRunner:
             handle.record.app, handle.record.params = app, params
             handle.delivery = delivery
             writer = self._writer(handle, claim)
-            if not await writer.start():
+            if not durable_start:
+                writer.start_soon()
+            elif not await writer.start():
                 await self._release(claim)
                 if claim.superseded:  # taken over by another delivery in this instant
                     raise TaskAlreadyRunning(task_id, here=False)
@@ -415,9 +423,11 @@ class TaskRunner:
             record = handle.record
             outcome = "superseded" if handle.superseded else record.status.value
             self.metrics.run_finished(outcome, self._clock() - record.created_at)
+            self.finished_runs += 1
             # A superseded run delivers nothing: the run that took the task over does.
             if self.hooks is not None and not handle.superseded:
                 self.hooks.after_end(handle)
+            handle.ended.set()
             handle.done.set()
             await handle.notify()
 
@@ -709,6 +719,7 @@ class TaskRunner:
         record.updated_at = now
         if record.started_at is None and status is TaskStatus.SUCCEEDED:
             record.started_at = now
+        handle.ended.set()
         log.info(
             "task %s: %s%s",
             handle.task_id,

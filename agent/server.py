@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.access_log import AgentAccessLogger
 from agent.app import create_app
 from agent.bootstrap import BootstrapError, ensure_comfyui
 from agent.logs import setup_logging
@@ -71,7 +72,10 @@ async def serve(settings: AgentSettings) -> None:
     app = create_app(settings, backend)
     # Runs are drained before the server stops (below), so only stragglers meet this bound.
     app_runner = web.AppRunner(
-        app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=5.0
+        app,
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=AgentAccessLogger,
+        shutdown_timeout=5.0,
     )
     await app_runner.setup()
     site = web.TCPSite(app_runner, settings.host, settings.port)

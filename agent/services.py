@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from agent.answer_cache import AnswerCache
 from agent.apps.registry import AppRegistry
 from agent.delivery.hooks import Delivery
+from agent.delivery.output_files import OutputFiles
 from agent.delivery.warmup import Warmup
 from agent.prepare import WorkflowPreparer
 from agent.runner import TaskRunner
@@ -36,6 +38,10 @@ class Services:
     # Output uploads and webhooks at the end of runs; the warm-up gate on readiness.
     delivery: Delivery | None = None
     warmup: Warmup | None = None
+    # Finished tasks' read answers as bytes (None: every read goes to the store).
+    answers: AnswerCache | None = None
+    # Where output files are read for sync answers (ComfyUI's output dir, else /view).
+    output_files: OutputFiles | None = None
     # Open client websockets, closed at shutdown so none holds the exit.
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

@@ -135,7 +135,9 @@ class AgentSettings(BaseSettings):
     )
     upload_concurrency: int = Field(4, ge=1, le=64, description="output files uploaded at once")
     comfyui_output_dir: Path | None = Field(
-        None, description="ComfyUI's output directory, read directly for uploads (else /view)"
+        None,
+        description="ComfyUI's output directory, read directly for uploads and sync answers"
+        " (else /view)",
     )
     webhook: str | None = Field(None, description="POST task.succeeded/failed/interrupted here")
     webhook_secret: str = Field(

@@ -1,5 +1,7 @@
 """Task store: where task records live so that every instance can answer for every task."""
 
+from typing import TYPE_CHECKING, Any
+
 from store.base import ClaimSuperseded, InvalidTaskId, Store, StoreError, validate_task_id
 from store.factory import open_store
 from store.file import FileStore
@@ -11,7 +13,9 @@ from store.records import (
     TaskRecord,
     TaskStatus,
 )
-from store.redis import RedisStore
+
+if TYPE_CHECKING:
+    from store.redis import RedisStore
 
 __all__ = [
     "ClaimSuperseded",
@@ -29,3 +33,13 @@ __all__ = [
     "open_store",
     "validate_task_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore is imported on first use: redis-py costs ~6 MB of RSS that file and
+    # memory deployments do not need.
+    if name == "RedisStore":
+        from store.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

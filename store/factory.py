@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from store.base import Store
 from store.file import FileStore
 from store.memory import MemoryStore
-from store.redis import RedisStore
+
+if TYPE_CHECKING:
+    # Imported when a redis:// URL is opened: redis-py costs ~6 MB of every process.
+    from store.redis import RedisStore
 
 ACCEPTED_URLS = (
     "memory://",
@@ -101,6 +104,8 @@ def _open_redis_store(url: str, ttl: float | None, instance: str | None) -> Redi
     options = _redis_options(url, scheme, parts.query)
     # The query is ours (validated above), so redis-py gets the URL without it.
     base = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+    from store.redis import RedisStore
+
     return RedisStore(base, ttl=ttl, instance=instance, **options)
 
 

@@ -1,9 +1,10 @@
 """Task store in a directory shared by every instance (a NAS mount): one JSON file per task.
 
 Layout: ``<dir>/<task_id>.json`` holds the record; writers create ``.<task_id>.<random>.tmp``
-next to it, fsync it and rename it over the record, so a reader on any machine sees either
-the old or the new record, never part of one. Names that are not ``<valid id>.json`` are
-never read as tasks (temp files start with a dot, which no valid id does).
+next to it, fsync it (terminal records only: see save) and rename it over the record, so
+a reader on any machine sees either the old or the new record, never part of one. Names
+that are not ``<valid id>.json`` are never read as tasks (temp files start with a dot,
+which no valid id does).
 
 A ``<valid id>.json`` that does not hold that task's record (a foreign or damaged file)
 makes load() and watch() raise StoreError naming the path, rather than pass for "unknown
@@ -121,14 +122,26 @@ class FileStore:
         """Write the record atomically (fenced by token), and wake its watchers."""
         task_id = validate_task_id(task.task_id)
         data = task.to_json().encode()
+        # Only terminal records wait for the disk: they are the answer. Progress records are
+        # superseded within the flush interval and a crash ends the run's lease anyway.
+        sync = task.status.is_terminal
         try:
             if token is None:
                 await self.start()
-                await asyncio.to_thread(write_atomically, self._dir, task_id, data, SUFFIX)
+                await asyncio.to_thread(
+                    write_atomically, self._dir, task_id, data, SUFFIX, sync=sync
+                )
             else:
                 await self._start_claims()
                 await asyncio.to_thread(
-                    file_claims.write_fenced, self._dir, self._claims, task_id, data, SUFFIX, token
+                    file_claims.write_fenced,
+                    self._dir,
+                    self._claims,
+                    task_id,
+                    data,
+                    SUFFIX,
+                    token,
+                    sync=sync,
                 )
         except OSError as exc:
             raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
@@ -136,13 +149,24 @@ class FileStore:
 
     async def load(self, task_id: str) -> TaskRecord | None:
         """Read the record; None when unknown or expired, StoreError when not a task record."""
+        found = await self.load_versioned(task_id)
+        return None if found is None else found[0]
+
+    async def load_versioned(self, task_id: str) -> tuple[TaskRecord, Signature] | None:
+        """load(), with the file's signature: version() answers the same until it changes."""
         path = self._path(task_id)
         await self.start()
         found = await self._read(path)
         if found is None:
             return None
         record = _parse(task_id, path, found[0])
-        return None if is_expired(record, self._ttl, time.time()) else record
+        return None if is_expired(record, self._ttl, time.time()) else (record, found[1])
+
+    async def version(self, task_id: str) -> Signature | None:
+        """The record file's signature (one stat, no read); None when there is none."""
+        path = self._path(task_id)
+        await self.start()
+        return await self._stat(path)
 
     def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if any) and on every change seen, until it is terminal."""

@@ -167,7 +167,14 @@ def current_token(claims: Path, task_id: str) -> int | None:
 
 
 def write_fenced(
-    directory: Path, claims: Path, task_id: str, data: bytes, suffix: str, token: int
+    directory: Path,
+    claims: Path,
+    task_id: str,
+    data: bytes,
+    suffix: str,
+    token: int,
+    *,
+    sync: bool = True,
 ) -> None:
     """Replace the task's file with data unless a newer claim superseded token."""
 
@@ -177,7 +184,7 @@ def write_fenced(
         if current is not None and current != token:
             raise ClaimSuperseded(task_id, token, current)
 
-    write_atomically(directory, task_id, data, suffix, before_rename=check)
+    write_atomically(directory, task_id, data, suffix, before_rename=check, sync=sync)
 
 
 def sweep_claim(path: Path, now: float, task_kept: bool) -> int:

@@ -48,13 +48,15 @@ def write_atomically(
     data: bytes,
     suffix: str,
     before_rename: Callable[[], None] | None = None,
+    *,
+    sync: bool = True,
 ) -> None:
     """Replace directory/(name + suffix) with data, atomically for readers.
 
-    before_rename runs once the data is on disk, right before the rename; raising there
-    writes nothing.
+    before_rename runs once the data is written, right before the rename; raising there
+    writes nothing. sync False skips the fsync (data superseded soon, e.g. progress).
     """
-    temp = write_temp(directory, name, data)
+    temp = write_temp(directory, name, data, sync=sync)
     try:
         if before_rename is not None:
             before_rename()
@@ -65,15 +67,15 @@ def write_atomically(
         raise
 
 
-def write_temp(directory: Path, name: str, data: bytes) -> Path:
-    """A new, fsynced temp file next to name's file, holding data (a dot name: never read)."""
+def write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -> Path:
+    """A new temp file next to name's file, holding data (a dot name: never read)."""
     temp = directory / f".{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    write_new(temp, data)
+    write_new(temp, data, sync=sync)
     return temp
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Create path (it must not exist) holding data, flushed to disk."""
+def write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Create path (it must not exist) holding data, flushed to disk unless sync is False."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, FILE_MODE)
     try:
@@ -83,7 +85,8 @@ def write_new(path: Path, data: bytes) -> None:
                 os.fchmod(file.fileno(), FILE_MODE)
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)

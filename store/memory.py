@@ -52,6 +52,19 @@ class MemoryStore:
         record = self._current(task_id, time.time())
         return None if record is None else record.model_copy(deep=True)
 
+    async def load_versioned(self, task_id: str) -> tuple[TaskRecord, TaskRecord] | None:
+        """load(), with the stored object as the version (every save stores a new one)."""
+        validate_task_id(task_id)
+        self._check_open()
+        record = self._current(task_id, time.time())
+        return None if record is None else (record.model_copy(deep=True), record)
+
+    async def version(self, task_id: str) -> TaskRecord | None:
+        """The stored object itself; compared by the caller, never changed by this store."""
+        validate_task_id(task_id)
+        self._check_open()
+        return self._current(task_id, time.time())
+
     def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if any) and after every save, until it is terminal."""
         # Checked here, not in the generator, so a bad id fails at the call.

@@ -200,6 +200,21 @@ class RedisStore:
         data = await self._call(f"loading task {task_id}", lambda: self._redis.get(key))
         return None if data is None else _parse(task_id, key, _as_bytes(data))
 
+    async def load_versioned(self, task_id: str) -> tuple[TaskRecord, bytes] | None:
+        """load(), with the stored JSON as the version: version() returns it until it changes."""
+        data = await self.version(task_id)
+        if data is None:
+            return None
+        return _parse(task_id, self._key("task", task_id), data), data
+
+    async def version(self, task_id: str) -> bytes | None:
+        """The stored JSON (one GET, not parsed); None when the key is gone (or expired)."""
+        validate_task_id(task_id)
+        self._use()
+        key = self._key("task", task_id)
+        data = await self._call(f"loading task {task_id}", lambda: self._redis.get(key))
+        return None if data is None else _as_bytes(data)
+
     def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if any) and on every change pushed, until it is terminal."""
         # Checked here, not in the generator, so a bad id fails at the call.

@@ -313,7 +313,8 @@ async def test_failed_write_keeps_the_old_record_and_no_temp_file(
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(StoreError, match="No space left"):
-        await file_store.save(record(instance="new"))
+        # A terminal record: the one write that waits for the disk.
+        await file_store.save(record(instance="new", status=TaskStatus.SUCCEEDED))
     monkeypatch.undo()
     loaded = await file_store.load("task-1")
     assert loaded is not None and loaded.instance == "old"
@@ -492,3 +493,26 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 def test_constructor_does_no_io(tmp_path: Path) -> None:
     FileStore(tmp_path / "never", ttl=None)
     assert not (tmp_path / "never").exists()
+
+
+async def test_only_terminal_records_wait_for_the_disk(
+    stores: Callable[..., FileStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_store = stores()
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    token = await file_store.claim("task-1", "me", 30)
+    assert token is not None
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    await file_store.save(record(status=TaskStatus.QUEUED), token=token)
+    await file_store.save(record(status=TaskStatus.RUNNING), token=token)
+    assert synced == []  # progress is superseded soon; a crash ends the lease anyway
+    await file_store.save(record(status=TaskStatus.SUCCEEDED), token=token)
+    assert len(synced) == 1
+    loaded = await file_store.load("task-1")
+    assert loaded is not None and loaded.status is TaskStatus.SUCCEEDED

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
-from PIL import Image, UnidentifiedImageError
+if TYPE_CHECKING:
+    from PIL import Image
 
 FORMATS = {"jpeg": ("JPEG", ".jpg", "image/jpeg"), "webp": ("WEBP", ".webp", "image/webp")}
 # Extensions worth opening as images; everything else is passed through without a look.
@@ -82,6 +83,10 @@ class ImageFormat:
         return True
 
     def _convert(self, source: IO[bytes], out: io.BytesIO) -> bool:
+        # Imported on first conversion: Pillow costs ~2 MB of every process that never
+        # converts anything.
+        from PIL import Image, UnidentifiedImageError
+
         try:
             with Image.open(source) as image:
                 if getattr(image, "n_frames", 1) != 1:
@@ -96,6 +101,8 @@ class ImageFormat:
 
 def _for_format(image: Image.Image, name: str) -> Image.Image:
     """An image mode the target format can store (JPEG has no alpha: flattened on white)."""
+    from PIL import Image
+
     if name == "jpeg":
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")

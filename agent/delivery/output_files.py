@@ -63,6 +63,24 @@ class OutputFiles:
             return None
         return candidate
 
+    async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+        """The file's bytes (ComfyUI's /view contract): from the output directory if there."""
+        if self._output_dir is not None:
+            file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
+            data = await asyncio.to_thread(self._read_local, file)
+            if data is not None:
+                return data
+        return await self._client.view(filename, subfolder, file_type)
+
+    def _read_local(self, file: OutputFile) -> bytes | None:
+        path = self.in_output_dir(file)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:  # gone since, or unreadable: ComfyUI's /view decides
+            return None
+
     @contextlib.asynccontextmanager
     async def staged(
         self, file: OutputFile, image_format: ImageFormat | None

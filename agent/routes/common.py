@@ -158,7 +158,8 @@ async def finished_body(
         results = None
         if mode == "base64":
             try:
-                results = await fetch_results(services.client, record, image_format=image_format)
+                source = services.output_files or services.client
+                results = await fetch_results(source, record, image_format=image_format)
             except ComfyUIError as exc:
                 if not require_results:
                     log.info("task %s: results not inlined: %s", record.task_id, exc)

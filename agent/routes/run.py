@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
+from agent.delivery.plan import DeliveryPlan
 from agent.errors import ApiError, unavailable
 from agent.routes.common import (
     RunReader,
@@ -61,12 +63,22 @@ WEBHOOK_WAIT = 300.0
 
 
 async def start_run(
-    svc: Services, task_id: str, run: RunRequest, delivery: object = None
+    svc: Services,
+    task_id: str,
+    run: RunRequest,
+    delivery: object = None,
+    *,
+    durable_start: bool = True,
 ) -> RunHandle:
     """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
         return await svc.runner.start(
-            task_id, run.workflow, app=run.app, params=run.params, delivery=delivery
+            task_id,
+            run.workflow,
+            app=run.app,
+            params=run.params,
+            delivery=delivery,
+            durable_start=durable_start,
         )
     except TaskAlreadyRunning as exc:
         raise ApiError(
@@ -103,6 +115,37 @@ async def outcome_of(svc: Services, handle: RunHandle) -> TaskRecord:
         lost_grace=svc.settings.lost_grace,
     )
     return final if final is not None else handle.snapshot()
+
+
+async def run_and_answer(
+    svc: Services, task_id: str, run: RunRequest, plan: DeliveryPlan, mode: str
+) -> tuple[TaskRecord, int, dict[str, Any]]:
+    """Run to the end and build the answer, its files read while the final record is stored.
+
+    The answer is returned only once that write is done: a caller never holds a result
+    the store does not have yet.
+    """
+    handle = await start_run(svc, task_id, run, plan, durable_start=False)
+    await asyncio.shield(handle.ended.wait())
+    answer = asyncio.ensure_future(
+        finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format)
+    )
+    try:
+        await asyncio.shield(handle.done.wait())
+    except BaseException:
+        answer.cancel()
+        raise
+    if handle.superseded:
+        # Another run took the task over: answer with its outcome, as run_to_end does.
+        answer.cancel()
+        record = await outcome_of(svc, handle)
+        here = record.instance == svc.settings.instance
+        status, body = await finished_body(
+            svc, record, mode, require_results=here, image_format=plan.image_format
+        )
+        return record, status, body
+    status, body = await answer
+    return handle.snapshot(), status, body
 
 
 async def run_idempotently(
@@ -171,13 +214,13 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
         if svc.delivery is not None:
             # FC may freeze the instance once it answers: send the webhook first.
             await svc.delivery.wait_delivered(task_id, WEBHOOK_WAIT)
+        # A run taken over by another instance ended there: its files may not be readable.
+        here = record.instance == svc.settings.instance
+        status, body = await finished_body(
+            svc, record, mode, require_results=here, image_format=plan.image_format
+        )
     else:
-        record = await run_to_end(svc, task_id, run, plan)
-    # A run taken over by another instance ended there: its files may not be readable here.
-    here = record.instance == svc.settings.instance
-    status, body = await finished_body(
-        svc, record, mode, require_results=here, image_format=plan.image_format
-    )
+        record, status, body = await run_and_answer(svc, task_id, run, plan, mode)
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)

@@ -12,6 +12,7 @@ import time
 
 from aiohttp import web
 
+from agent.answer_cache import FinishedAnswer
 from agent.errors import ApiError, not_found
 from agent.routes.common import (
     RunReader,
@@ -23,7 +24,7 @@ from agent.routes.common import (
 )
 from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
-from agent.routes.status import load_task
+from agent.routes.status import json_bytes_response, load_answer, load_task
 from agent.services import Services, services
 from store.base import InvalidTaskId, StoreError, validate_task_id
 from store.records import TaskRecord, TaskStatus
@@ -53,7 +54,15 @@ async def _known(svc: Services, task_id: str) -> TaskRecord:
 async def get_task(request: web.Request) -> web.Response:
     """The task record (status `lost` once its owner stopped renewing it)."""
     svc = services(request)
-    return record_response(await _known(svc, _task_id(request)))
+    task_id = _task_id(request)
+    found = await load_answer(svc, task_id)
+    if found is None:
+        raise not_found(f"task {task_id} not found")
+    if isinstance(found, FinishedAnswer):
+        headers = task_headers(task_id, found.status)
+        headers["Location"] = f"/api/tasks/{task_id}"
+        return json_bytes_response(found.record_body, headers)
+    return record_response(found)
 
 
 async def create_task(request: web.Request) -> web.Response:
