@@ -1,7 +1,8 @@
 """Runs tasks on ComfyUI: claims, starts, interrupts and shuts down the runs of this instance.
 
-One run's own course is agent.run_loop; its handle and options agent.run_handle; final
-records the store refused agent.unsaved_finals. Their public names are importable from here.
+One run's own course is agent.run_loop; its handle and options agent.run_handle; why a
+run could not start agent.run_errors; final records the store refused
+agent.unsaved_finals. Their public names are importable from here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from agent.metrics import Metrics
 from agent.record_writer import RecordWriter
 from agent.run_claim import RunClaim
+from agent.run_errors import QueueFull, ShuttingDown, StoreUnavailable, TaskAlreadyRunning
 from agent.run_handle import RunHandle, RunHooks, RunOptions, task_log
 from agent.run_loop import Readiness, RunLoop, WorkflowPreparer
 from agent.unsaved_finals import UnsavedFinals
@@ -39,27 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("agent.runner")
-
-
-class TaskAlreadyRunning(Exception):
-    """A task with this id runs already: here, or on the instance holding its claim."""
-
-    def __init__(self, task_id: str, *, here: bool) -> None:
-        where = "on this instance" if here else "on another instance"
-        super().__init__(f"task {task_id} is already running {where}")
-        self.here = here
-
-
-class StoreUnavailable(Exception):
-    """The store could not be reached to claim the task."""
-
-
-class QueueFull(Exception):
-    """--max-queue tasks are queued or running here already."""
-
-
-class ShuttingDown(Exception):
-    """The agent stopped accepting work."""
 
 
 class TaskRunner(RunLoop):
