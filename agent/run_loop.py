@@ -38,7 +38,10 @@ Readiness = ChildBackend
 
 
 class RunLoop:
-    """The part of the task runner that drives one run from start to its final state."""
+    """The part of the task runner that drives one run from start to its final state.
+
+    A base class of agent.runner.TaskRunner, which sets the attributes declared here.
+    """
 
     _client: ComfyUIClient
     _events: EventStream

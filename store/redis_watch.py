@@ -46,7 +46,10 @@ return value
 
 
 class RedisWatch:
-    """The watch side of RedisStore: the pub/sub reader and the channels it follows."""
+    """The watch side of RedisStore: the pub/sub reader and the channels it follows.
+
+    A base class of store.redis.RedisStore, which gives each watch its channel's key.
+    """
 
     def __init__(
         self,
