@@ -1,4 +1,9 @@
-"""Runs tasks on ComfyUI: submit, follow events, keep the record, store it coalesced."""
+"""Runs tasks on ComfyUI: claims, starts, interrupts and shuts down the runs of this instance.
+
+One run's own course is agent.run_loop; its handle and options agent.run_handle; why a
+run could not start agent.run_errors; final records the store refused
+agent.unsaved_finals. Their public names are importable from here.
+"""
 
 from __future__ import annotations
 
@@ -6,183 +11,39 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from agent.metrics import Metrics
-from agent.node_timing import NodeTimer
-from agent.progress import Outcome, ProgressTracker
 from agent.record_writer import RecordWriter
 from agent.run_claim import RunClaim
-from agent.submission import ChildBackend, submit_prompt
-from agent.workflow import PreparationError, PreparedWorkflow
-from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
-from comfyui.event_stream import ConnectionGap, EventStream, Subscription
-from comfyui.events import BinaryFrame
-from store.base import ClaimSuperseded, Store, StoreError
+from agent.run_errors import QueueFull, ShuttingDown, StoreUnavailable, TaskAlreadyRunning
+from agent.run_handle import RunHandle, RunHooks, RunOptions, task_log
+from agent.run_loop import Readiness, RunLoop, WorkflowPreparer
+from agent.unsaved_finals import UnsavedFinals
+from comfyui.client import ComfyUIClient, ComfyUIUnavailable
+from comfyui.event_stream import EventStream
+from store.base import Store, StoreError
 from store.records import NodeProgress, TaskError, TaskRecord, TaskStatus
+
+__all__ = [
+    "QueueFull",
+    "Readiness",
+    "RunHandle",
+    "RunHooks",
+    "RunOptions",
+    "ShuttingDown",
+    "StoreUnavailable",
+    "TaskAlreadyRunning",
+    "TaskRunner",
+    "WorkflowPreparer",
+    "task_log",
+]
 
 log = logging.getLogger("agent.runner")
 
-# Prepares a workflow before it is posted (uploads inline images, fills random seeds).
-WorkflowPreparer = Callable[[dict[str, dict[str, Any]]], Awaitable[PreparedWorkflow]]
 
-_OUTCOME_STATUS = {
-    Outcome.SUCCEEDED: TaskStatus.SUCCEEDED,
-    Outcome.FAILED: TaskStatus.FAILED,
-    Outcome.INTERRUPTED: TaskStatus.INTERRUPTED,
-}
-
-
-def task_log(record: TaskRecord | RunHandle | str) -> dict[str, str | None]:
-    """`extra=` for log calls about a task: JSON logs get task_id and prompt_id fields."""
-    if isinstance(record, str):
-        return {"task_id": record, "prompt_id": None}
-    if isinstance(record, RunHandle):
-        record = record.record
-    return {"task_id": record.task_id, "prompt_id": record.prompt_id}
-
-
-# What the runner needs of the ComfyUI backend (child supervisor or attached server).
-Readiness = ChildBackend
-
-
-class RunHooks(Protocol):
-    """What happens at the end of every run (output delivery, webhooks): see agent/delivery."""
-
-    async def before_success(self, handle: RunHandle) -> TaskError | None:
-        """Deliver a succeeded run's outputs while it still shows running; an error fails it."""
-        ...
-
-    def after_end(self, handle: RunHandle) -> None:
-        """The run ended and its final record was written (or queued for retry)."""
-        ...
-
-
-class TaskAlreadyRunning(Exception):
-    """A task with this id runs already: here, or on the instance holding its claim."""
-
-    def __init__(self, task_id: str, *, here: bool) -> None:
-        where = "on this instance" if here else "on another instance"
-        super().__init__(f"task {task_id} is already running {where}")
-        self.here = here
-
-
-class StoreUnavailable(Exception):
-    """The store could not be reached to claim the task."""
-
-
-class QueueFull(Exception):
-    """--max-queue tasks are queued or running here already."""
-
-
-class ShuttingDown(Exception):
-    """The agent stopped accepting work."""
-
-
-@dataclass
-class RunOptions:
-    """Timing knobs of a run."""
-
-    run_timeout: float = 3600.0
-    ready_timeout: float = 120.0
-    connect_timeout: float = 5.0
-    flush_interval: float = 0.25
-    # With no event for this long, ask /history whether the prompt ended unnoticed.
-    history_poll_interval: float = 2.0
-    # A run renews its claim and record this often (lease/3); readers call a task whose
-    # lease ran out `lost`.
-    lease: float = 30.0
-    # How often a run asks the store whether another instance requested its interrupt.
-    cancel_poll_interval: float = 1.0
-
-
-@dataclass
-class RunHandle:
-    """A task running on this instance: its live record and change notifications."""
-
-    record: TaskRecord
-    workflow: dict[str, dict[str, Any]]
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set when the record turns terminal in memory, before its final write (done follows).
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    version: int = 0
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _preview_queues: list[asyncio.Queue[bytes]] = field(default_factory=list)
-    # Set from outside the run (child died, shutdown, interrupt of a queued prompt): the
-    # run ends with this status and error at its next wake-up.
-    abort: tuple[TaskStatus, TaskError] | None = None
-    aborted: asyncio.Event = field(default_factory=asyncio.Event)
-    submitted: bool = False
-    task: asyncio.Task[None] | None = None
-    # What the request asked of delivery (agent.delivery.DeliveryPlan); the runner only
-    # passes it to its hooks.
-    delivery: object = None
-    # Another run took the task over (agent.run_claim): this one stopped and wrote nothing;
-    # the store holds the task's real state.
-    superseded: bool = False
-
-    @property
-    def task_id(self) -> str:
-        """The task id."""
-        return self.record.task_id
-
-    def snapshot(self) -> TaskRecord:
-        """A copy of the record that later changes do not touch."""
-        return self.record.model_copy(deep=True)
-
-    def set_abort(self, status: TaskStatus, error: TaskError) -> bool:
-        """End the run with status and error at its next wake-up; False if already set."""
-        if self.abort is not None:
-            return False
-        self.abort = (status, error)
-        self.aborted.set()
-        return True
-
-    async def notify(self) -> None:
-        """Wake every watcher of this run."""
-        self.version += 1
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def updates(self) -> AsyncGenerator[TaskRecord, None]:
-        """Yield a snapshot now and after every change, ending with the terminal record."""
-        seen = -1
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(self._newer_than(seen))
-                seen = self.version
-                snapshot = self.snapshot()
-            if self.superseded:
-                return  # what this run holds is not the task's state any more
-            yield snapshot
-            if snapshot.status.is_terminal and self.done.is_set():
-                return
-
-    def _newer_than(self, seen: int) -> Callable[[], bool]:
-        return lambda: self.version != seen
-
-    def add_preview_listener(self) -> asyncio.Queue[bytes]:
-        """A queue of raw preview frames (ComfyUI's binary format) for one client."""
-        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
-        self._preview_queues.append(queue)
-        return queue
-
-    def remove_preview_listener(self, queue: asyncio.Queue[bytes]) -> None:
-        """Stop sending previews to queue."""
-        with contextlib.suppress(ValueError):
-            self._preview_queues.remove(queue)
-
-    def publish_preview(self, frame: bytes) -> None:
-        """Give a preview frame to every listener; slow listeners skip frames."""
-        for queue in self._preview_queues:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(frame)
-
-
-class TaskRunner:
+class TaskRunner(RunLoop):
     """Starts runs on this instance and keeps each one's record in the store."""
 
     def __init__(
@@ -213,10 +74,7 @@ class TaskRunner:
         self.hooks = hooks
         self.active: dict[str, RunHandle] = {}
         # Final records the store refused (outage): served from here and retried until stored.
-        self.unsaved: dict[str, TaskRecord] = {}
-        # The claim token each of those final records is written with (the fence).
-        self.unsaved_tokens: dict[str, int] = {}
-        self._retrier: asyncio.Task[None] | None = None
+        self.finals = UnsavedFinals(store, self.metrics, clock)
         self._starting: set[str] = set()
         self.accepting = True
         # Runs that ended here (final record written): readers' caches check it.
@@ -268,8 +126,7 @@ class TaskRunner:
                 raise StoreUnavailable("the store refused the task's first record")
         finally:
             self._starting.discard(task_id)
-        self.unsaved.pop(task_id, None)
-        self.unsaved_tokens.pop(task_id, None)
+        self.finals.discard(task_id)
         self.active[task_id] = handle
         handle.task = asyncio.create_task(self._run(handle, writer, claim), name=f"run-{task_id}")
         return handle
@@ -309,6 +166,11 @@ class TaskRunner:
             on_failure=failed,
             on_write=self.metrics.store_write,
         )
+
+    @property
+    def unsaved(self) -> dict[str, TaskRecord]:
+        """Final records the store refused, by task id: served from here until stored."""
+        return self.finals.records
 
     def get(self, task_id: str) -> RunHandle | None:
         """The handle of a task running here, if any."""
@@ -355,7 +217,7 @@ class TaskRunner:
         pending = [h.task for h in self.active.values() if h.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=grace)
-        await self._store_unsaved()
+        await self.finals.store_all()
         return len(self.active)
 
     async def shutdown(self, grace: float) -> None:
@@ -375,11 +237,8 @@ class TaskRunner:
                 await self.interrupt(handle.task_id)
             if still:
                 await asyncio.wait(still, timeout=5.0)
-        if self._retrier is not None:
-            self._retrier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrier
-        await self._store_unsaved()
+        await self.finals.stop_retrying()
+        await self.finals.store_all()
         for task_id in self.unsaved:
             log.error(
                 "task %s: final state could not be stored before exit",
@@ -413,9 +272,7 @@ class TaskRunner:
             # Final write first: a reader must never find the task gone from this instance
             # while the store still holds an older state.
             if not await writer.close():
-                self.unsaved[handle.task_id] = handle.snapshot()
-                self.unsaved_tokens[handle.task_id] = claim.token
-                self._ensure_retrier()
+                self.finals.add(handle.snapshot(), claim.token)
             if handle.superseded:
                 await self._stop_superseded(handle)
             await self._release(claim)
@@ -437,30 +294,6 @@ class TaskRunner:
         except StoreError:
             self.metrics.store_failure()  # the claim expires with its lease anyway
 
-    async def _stop_superseded(self, handle: RunHandle) -> None:
-        """Interrupt the prompt of a run another run took over (it must not finish twice)."""
-        prompt_id = handle.record.prompt_id
-        if prompt_id is None:
-            return
-        try:
-            await self._client.delete_queued([prompt_id])
-            await self._client.interrupt(prompt_id)
-        except ComfyUIUnavailable as exc:
-            log.warning(
-                "task %s: could not interrupt superseded prompt %s: %s",
-                handle.task_id,
-                prompt_id,
-                exc,
-                extra=task_log(handle),
-            )
-            return
-        log.info(
-            "task %s: interrupted prompt %s of the superseded run",
-            handle.task_id,
-            prompt_id,
-            extra=task_log(handle),
-        )
-
     async def _watch_cancel(self, handle: RunHandle, run_ended: asyncio.Event) -> None:
         """Interrupt the run when another instance asked for it through the store."""
         # Ends on run_ended, not only on cancel(): redis-py may swallow a cancellation that
@@ -480,265 +313,3 @@ class TaskRunner:
                 )
                 await self.interrupt(handle.task_id)
                 return
-
-    def _ensure_retrier(self) -> None:
-        if self._retrier is None or self._retrier.done():
-            self._retrier = asyncio.create_task(self._retry_unsaved(), name="store-retrier")
-
-    async def _retry_unsaved(self) -> None:
-        delay = 1.0
-        while self.unsaved:
-            await asyncio.sleep(delay)
-            await self._store_unsaved()
-            delay = min(delay * 2, 30.0)
-
-    async def _store_unsaved(self) -> None:
-        for task_id, record in list(self.unsaved.items()):
-            started = self._clock()
-            try:
-                await self._store.save(record, token=self.unsaved_tokens.get(task_id))
-            except ClaimSuperseded:
-                # Another run took the task over meanwhile: its state is the task's now.
-                log.warning(
-                    "task %s: final state dropped: the task was taken over meanwhile",
-                    task_id,
-                    extra=task_log(record),
-                )
-                self._forget_unsaved(task_id, record)
-                continue
-            except Exception as exc:  # still down: keep it for the next round
-                self.metrics.store_failure()
-                log.warning(
-                    "task %s: final state still not stored: %r",
-                    task_id,
-                    exc,
-                    extra=task_log(record),
-                )
-                continue
-            self.metrics.store_write(self._clock() - started)
-            log.info(
-                "task %s: final state stored after a store outage", task_id, extra=task_log(record)
-            )
-            self._forget_unsaved(task_id, record)
-
-    def _forget_unsaved(self, task_id: str, record: TaskRecord) -> None:
-        if self.unsaved.get(task_id) is record:
-            del self.unsaved[task_id]
-            self.unsaved_tokens.pop(task_id, None)
-
-    async def _before_submit(self, handle: RunHandle) -> dict[str, dict[str, Any]] | None:
-        """Wait for ComfyUI and prepare the workflow; None after finishing with an error."""
-        options = self.options
-        if not await self._backend.wait_ready(min(options.ready_timeout, options.run_timeout)):
-            self._finish(
-                handle,
-                TaskStatus.FAILED,
-                TaskError(
-                    type="comfyui_unavailable",
-                    message=f"ComfyUI did not become ready within {options.ready_timeout:g} s",
-                ),
-            )
-            return None
-        workflow = handle.workflow
-        if self._prepare is not None:
-            try:
-                prepared = await self._prepare(workflow)
-            except PreparationError as exc:
-                error = TaskError(
-                    type="input_error",
-                    message=str(exc),
-                    node_id=exc.node_id,
-                    node_type=exc.node_type,
-                    details=exc.details,
-                )
-                self._finish(handle, TaskStatus.FAILED, error)
-                return None
-            except ComfyUIUnavailable as exc:
-                error = TaskError(type="comfyui_unavailable", message=str(exc))
-                self._finish(handle, TaskStatus.FAILED, error)
-                return None
-            workflow = prepared.workflow
-            handle.record.seeds = prepared.seeds
-        await self._events.wait_connected(options.connect_timeout)
-        return workflow
-
-    async def _execute(self, handle: RunHandle, writer: RecordWriter) -> None:
-        options = self.options
-        deadline = self._clock() + options.run_timeout
-        # Waiting for ComfyUI, uploading inputs: an interrupt or a shutdown ends this at once.
-        waiting = asyncio.ensure_future(self._before_submit(handle))
-        aborted = asyncio.ensure_future(handle.aborted.wait())
-        try:
-            await asyncio.wait({waiting, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            aborted.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
-        workflow = waiting.result() if not waiting.cancelled() else None
-        if handle.abort is not None:
-            self._finish(handle, *handle.abort)
-            return
-        if workflow is None:
-            return  # _before_submit finished the task with its error
-        prompt_id = str(uuid.uuid4())
-        tracker = ProgressTracker(handle.workflow.keys(), prompt_id)
-        tracker.nodes = handle.record.progress
-        with self._events.subscribe(prompt_id) as subscription:
-            try:
-                await submit_prompt(
-                    self._client,
-                    self._backend,
-                    self._events,
-                    workflow,
-                    prompt_id,
-                    ready_timeout=min(options.ready_timeout, max(deadline - self._clock(), 0)),
-                    connect_timeout=options.connect_timeout,
-                    stop=handle.aborted,
-                    log_extra=task_log(handle),
-                )
-            except PromptRejected as exc:
-                self._finish(handle, TaskStatus.FAILED, _validation_error(exc))
-                return
-            except ComfyUIUnavailable as exc:
-                if handle.abort is not None:  # stopped while waiting to post it again
-                    self._finish(handle, *handle.abort)
-                    return
-                self._finish(
-                    handle,
-                    TaskStatus.FAILED,
-                    TaskError(type="comfyui_unavailable", message=str(exc)),
-                )
-                return
-            handle.submitted = True
-            handle.record.prompt_id = prompt_id
-            writer.mark_dirty(urgent=True)
-            log.info(
-                "task %s: submitted as prompt %s", handle.task_id, prompt_id, extra=task_log(handle)
-            )
-            await self._follow(handle, tracker, subscription, writer, deadline)
-
-    async def _follow(
-        self,
-        handle: RunHandle,
-        tracker: ProgressTracker,
-        subscription: Subscription,
-        writer: RecordWriter,
-        deadline: float,
-    ) -> None:
-        options = self.options
-        record = handle.record
-        last_event = self._clock()
-        timer = NodeTimer(handle.workflow, tracker.prompt_id)
-        while not tracker.finished:
-            if handle.abort is not None:
-                self._finish(handle, *handle.abort)
-                return
-            now = self._clock()
-            if now >= deadline:
-                await self._time_out(handle)
-                return
-            wait = min(options.history_poll_interval, deadline - now)
-            item = await subscription.get(timeout=max(wait, 0.01))
-            now = self._clock()
-            if isinstance(item, BinaryFrame):
-                handle.publish_preview(item.data)
-                continue
-            if item is None or isinstance(item, ConnectionGap):
-                if handle.abort is not None:
-                    continue
-                if item is None and now - last_event < options.history_poll_interval:
-                    continue
-                changed = await self._catch_up(tracker, now)
-            else:
-                last_event = now
-                changed = tracker.apply(item, now)
-                for node_type, seconds in timer.apply(item, now):
-                    self.metrics.node_executed(node_type, seconds)
-            if not changed:
-                continue
-            became_running = tracker.started and record.status is TaskStatus.QUEUED
-            if became_running:
-                record.status = TaskStatus.RUNNING
-                record.started_at = now
-                self.metrics.run_started(now - record.created_at)
-            record.outputs = tracker.outputs
-            record.updated_at = now
-            if tracker.finished:
-                break
-            await handle.notify()
-            writer.mark_dirty(urgent=became_running)
-        assert tracker.outcome is not None
-        if tracker.outcome is Outcome.INTERRUPTED and handle.abort is not None:
-            # Interrupted by us (shutdown, timeout): report why, not just "interrupted".
-            self._finish(handle, *handle.abort)
-            return
-        record.outputs = tracker.outputs
-        status = _OUTCOME_STATUS[tracker.outcome]
-        if status is TaskStatus.SUCCEEDED and self.hooks is not None:
-            failure = await self.hooks.before_success(handle)
-            if failure is not None:
-                self._finish(handle, TaskStatus.FAILED, failure)
-                return
-        self._finish(handle, status, tracker.error)
-
-    async def _catch_up(self, tracker: ProgressTracker, now: float) -> bool:
-        """Ask /history whether the prompt ended while its events were not seen."""
-        try:
-            entry = await self._client.history(tracker.prompt_id)
-        except ComfyUIUnavailable:
-            return False
-        if entry is None:
-            return False
-        return tracker.apply_history(entry, now)
-
-    async def _time_out(self, handle: RunHandle) -> None:
-        prompt_id = handle.record.prompt_id
-        if prompt_id is not None:
-            with contextlib.suppress(ComfyUIUnavailable):
-                await self._client.delete_queued([prompt_id])
-                await self._client.interrupt(prompt_id)
-        self._finish(
-            handle,
-            TaskStatus.FAILED,
-            TaskError(
-                type="timeout",
-                message=f"the run took longer than {self.options.run_timeout:g} s",
-            ),
-        )
-
-    def _finish(self, handle: RunHandle, status: TaskStatus, error: TaskError | None) -> None:
-        record = handle.record
-        if record.status.is_terminal:
-            return
-        now = self._clock()
-        record.status = status
-        record.error = error
-        record.finished_at = now
-        record.updated_at = now
-        if record.started_at is None and status is TaskStatus.SUCCEEDED:
-            record.started_at = now
-        handle.ended.set()
-        log.info(
-            "task %s: %s%s",
-            handle.task_id,
-            status.value,
-            f" ({error.type}: {error.message})" if error else "",
-            extra=task_log(handle),
-        )
-
-    def _wake(self, handle: RunHandle) -> None:
-        # Wake the run's loop so it notices an abort/interrupt without waiting for an event.
-        prompt_id = handle.record.prompt_id
-        if prompt_id is not None:
-            self._events.deliver(prompt_id, ConnectionGap(connected=self._events.connected))
-
-
-def _validation_error(exc: PromptRejected) -> TaskError:
-    body = exc.body if isinstance(exc.body, dict) else {"error": exc.body}
-    error = body.get("error")
-    message = "ComfyUI rejected the workflow"
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        message = error["message"]
-    return TaskError(type="prompt_validation", message=message, details=body)

@@ -12,6 +12,7 @@ task"; the sweeper leaves such files alone (with a warning) and the owner's next
 replaces them. The sweeper deletes records the TTL rule no longer keeps (terminal ones
 finished more than ttl ago, unfinished ones whose lease ran out more than ttl ago) and temp
 files older than temp_max_age (a crashed writer's); instances may sweep at once.
+The sweeper is store.file_sweep; parsing, reads and the polling watch are store.file_watch.
 
 Claims, their fencing tokens and cancel requests live in ``<dir>/.claims/`` (a name no
 task file can have; store.file_claims). The sweeper also removes old temp files there,
@@ -34,35 +35,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
-import random
-import threading
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from store import file_claims
-from store.base import InvalidTaskId, StoreError, validate_marker_name, validate_task_id
+from store.base import StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
-from store.file_claims import CANCEL_SUFFIX, CLAIM_SUFFIX, CLAIMS_DIR
-from store.file_io import (
-    Signature,
-    is_temp_name,
-    make_directory,
-    read_file,
-    stat_signature,
-    unlink,
-    write_atomically,
-)
+from store.file_claims import CANCEL_SUFFIX, CLAIMS_DIR
+from store.file_io import Signature, make_directory, write_atomically
+from store.file_sweep import MARK_SUFFIX, SUFFIX, DirectorySweeper
+from store.file_watch import parse_record, read_path, stat_path, watch_file
 from store.records import TaskRecord
 
-logger = logging.getLogger(__name__)
-
-SUFFIX = ".json"
-MARK_SUFFIX = ".mark"
+__all__ = ["MARK_SUFFIX", "SUFFIX", "FileStore"]
 
 
 class FileStore:
@@ -83,17 +70,16 @@ class FileStore:
         self._ttl = check_ttl(ttl)
         self._poll_interval = poll_interval
         self._sweep_interval = sweep_interval
-        self._temp_max_age = temp_max_age
         self._claims = self._dir / CLAIMS_DIR
+        self._sweeping = DirectorySweeper(
+            self._dir, self._claims, ttl=self._ttl, temp_max_age=temp_max_age
+        )
         self._claims_ready = False
         self._watchers = Watchers()
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
-        # Set on close: a sweep running in a worker thread cannot be cancelled, so it
-        # checks this between files instead.
-        self._stopping = threading.Event()
 
     @property
     def directory(self) -> Path:
@@ -114,7 +100,7 @@ class FileStore:
                 raise StoreError(f"cannot create task directory {self._dir}: {exc}") from exc
             self._check_open()
             self._sweeper = asyncio.create_task(
-                self._sweep_forever(), name=f"FileStore sweeper {self._dir}"
+                self._sweeping.run(self._sweep_interval), name=f"FileStore sweeper {self._dir}"
             )
             self._started = True
 
@@ -156,24 +142,32 @@ class FileStore:
         """load(), with the file's signature: version() answers the same until it changes."""
         path = self._path(task_id)
         await self.start()
-        found = await self._read(path)
+        found = await read_path(path)
         if found is None:
             return None
-        record = _parse(task_id, path, found[0])
+        record = parse_record(task_id, path, found[0])
         return None if is_expired(record, self._ttl, time.time()) else (record, found[1])
 
     async def version(self, task_id: str) -> Signature | None:
         """The record file's signature (one stat, no read); None when there is none."""
         path = self._path(task_id)
         await self.start()
-        return await self._stat(path)
+        return await stat_path(path)
 
     def watch(self, task_id: str) -> AsyncGenerator[TaskRecord, None]:
         """Yield the record now (if any) and on every change seen, until it is terminal."""
         # Checked here, not in the generator, so a bad id fails at the call.
         path = self._path(task_id)
         self._check_open()
-        return self._watch(task_id, path)
+        return watch_file(
+            task_id,
+            path,
+            self._watchers,
+            ttl=self._ttl,
+            poll_interval=self._poll_interval,
+            start=self.start,
+            check_open=self._check_open,
+        )
 
     async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
         """Take the right to run task_id for lease s: a new token, or None if held by another."""
@@ -224,7 +218,7 @@ class FileStore:
         validate_task_id(task_id)
         await self.start()
         path = self._claims / (task_id + CANCEL_SUFFIX)
-        found = await self._read(path)
+        found = await read_path(path)
         if found is None:
             return False
         expiry = file_claims.cancel_expiry(found[0])
@@ -248,14 +242,14 @@ class FileStore:
     async def sweep(self) -> int:
         """Delete expired tasks, claims, cancel requests and stale temp files once; count them."""
         self._check_open()
-        return await asyncio.to_thread(self._sweep_directory, time.time())
+        return await asyncio.to_thread(self._sweeping.sweep, time.time())
 
     async def close(self) -> None:
         """Stop the sweeper; running watch() iterators raise StoreError (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        self._stopping.set()
+        self._sweeping.stop()
         self._watchers.notify_all()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -272,182 +266,9 @@ class FileStore:
             raise StoreError(f"cannot create claims directory {self._claims}: {exc}") from exc
         self._claims_ready = True
 
-    async def _watch(self, task_id: str, path: Path) -> AsyncGenerator[TaskRecord, None]:
-        await self.start()
-        loop = asyncio.get_running_loop()
-        event = self._watchers.add(task_id)
-        try:
-            seen_signature: Signature | None = None
-            seen_data: bytes | None = None
-            while True:
-                # Cleared before looking, so a save by this store while we look (or while
-                # the consumer holds the previous record) still wakes us at once.
-                event.clear()
-                self._check_open()
-                signature = await self._stat(path)
-                if signature is not None and signature != seen_signature:
-                    found = await self._read(path)
-                    if found is not None:
-                        data, seen_signature = found
-                        # Another instance may rewrite an identical record: not a change.
-                        if data != seen_data:
-                            seen_data = data
-                            record = _parse(task_id, path, data)
-                            if not is_expired(record, self._ttl, time.time()):
-                                yield record
-                                if record.status.is_terminal:
-                                    return
-                # Saves by other instances are only seen by polling; a timer on the same
-                # event (rather than wait_for) keeps the wait free of extra tasks.
-                timer = loop.call_later(self._poll_interval, event.set)
-                try:
-                    await event.wait()
-                finally:
-                    timer.cancel()
-        finally:
-            self._watchers.remove(task_id, event)
-
-    async def _stat(self, path: Path) -> Signature | None:
-        try:
-            return await asyncio.to_thread(stat_signature, path)
-        except OSError as exc:
-            raise StoreError(f"cannot stat {path}: {exc}") from exc
-
-    async def _read(self, path: Path) -> tuple[bytes, Signature] | None:
-        try:
-            return await asyncio.to_thread(read_file, path)
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            # Jitter so that instances started together do not all sweep at once.
-            await asyncio.sleep(self._sweep_interval * random.uniform(0.8, 1.2))
-            try:
-                removed = await asyncio.to_thread(self._sweep_directory, time.time())
-            except Exception:
-                # A NAS hiccup must not end sweeping for the life of the instance.
-                logger.exception("sweeping %s failed", self._dir)
-            else:
-                if removed:
-                    logger.debug("swept %d files from %s", removed, self._dir)
-
-    def _sweep_directory(self, now: float) -> int:
-        try:
-            with os.scandir(self._dir) as scan:
-                names = [entry.name for entry in scan]
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        for name in names:
-            if self._stopping.is_set():
-                break
-            path = self._dir / name
-            try:
-                if is_temp_name(name):
-                    removed += self._sweep_temp(path, now)
-                elif (task_id := _task_id_of(name)) is not None:
-                    removed += self._sweep_task(task_id, path, now)
-            except FileNotFoundError:
-                # Another instance swept (or a writer replaced) it first.
-                continue
-            except OSError as exc:
-                logger.warning("cannot sweep %s: %s", path, exc)
-        return removed + self._sweep_claims(now)
-
-    def _sweep_claims(self, now: float) -> int:
-        try:
-            with os.scandir(self._claims) as scan:
-                names = [entry.name for entry in scan]
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        for name in names:
-            if self._stopping.is_set():
-                break
-            path = self._claims / name
-            try:
-                if is_temp_name(name) or file_claims.is_marker_name(name):
-                    removed += self._sweep_temp(path, now)
-                elif (task_id := _task_id_of(name, CLAIM_SUFFIX)) is not None:
-                    kept = (self._dir / (task_id + SUFFIX)).exists()
-                    removed += file_claims.sweep_claim(path, now, kept)
-                elif _task_id_of(name, CANCEL_SUFFIX) is not None:
-                    removed += file_claims.sweep_cancel(path, now)
-                elif _task_id_of(name, MARK_SUFFIX) is not None:
-                    # A once-marker has the same {"expires_at"} content as a cancel request.
-                    removed += file_claims.sweep_cancel(path, now)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                logger.warning("cannot sweep %s: %s", path, exc)
-        return removed
-
-    def _sweep_temp(self, path: Path, now: float) -> int:
-        # A writer keeps its temp file for milliseconds; an old one is a crashed writer's.
-        if now - path.stat().st_mtime <= self._temp_max_age:
-            return 0
-        return 1 if unlink(path) else 0
-
-    def _sweep_task(self, task_id: str, path: Path, now: float) -> int:
-        if self._ttl is None:
-            return 0
-        # A record's finished_at is no later than its file's last write, and an owner writes
-        # a lease that has not run out yet, so a file written within ttl cannot hold an
-        # expired record: skip reading it (keeps NAS traffic low). A lease that had already
-        # run out when written (a reader's doing) is swept a little late; load() hides it.
-        if now - path.stat().st_mtime <= self._ttl:
-            return 0
-        found = read_file(path)
-        if found is None:
-            return 0
-        data, signature = found
-        try:
-            record = _parse(task_id, path, data)
-        except StoreError as exc:
-            # Not ours to delete: leave foreign files for a human.
-            logger.warning("sweeper leaves %s alone: %s", path, exc)
-            return 0
-        if not is_expired(record, self._ttl, now):
-            return 0
-        # Delete only the version we judged; a newer write has a new inode.
-        if stat_signature(path) != signature:
-            return 0
-        if not unlink(path):
-            return 0
-        # Its cancel request can concern no run any more.
-        return 1 + unlink(self._claims / (task_id + CANCEL_SUFFIX))
-
     def _path(self, task_id: str) -> Path:
         return self._dir / (validate_task_id(task_id) + SUFFIX)
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"file store {self._dir} is closed")
-
-
-def _parse(task_id: str, path: Path, data: bytes) -> TaskRecord:
-    try:
-        record = TaskRecord.from_json(data)
-    except ValidationError as exc:
-        raise StoreError(
-            f"{path} is not a task record ({exc.error_count()} errors: {_first_error(exc)})"
-        ) from exc
-    if record.task_id != task_id:
-        raise StoreError(f"{path} holds task {record.task_id!r}, not {task_id!r}")
-    return record
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "document"
-    return f"{where}: {error['msg']}"
-
-
-def _task_id_of(name: str, suffix: str = SUFFIX) -> str | None:
-    if not name.endswith(suffix):
-        return None
-    try:
-        return validate_task_id(name[: -len(suffix)])
-    except InvalidTaskId:
-        return None

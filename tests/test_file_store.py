@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import store.file
+import store.file_sweep
 from store import FileStore, NodeProgress, StoreError, TaskRecord, TaskStatus
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -422,7 +423,7 @@ async def test_sweep_survives_files_vanishing_under_it(
     temp = file_store.directory / ".x.1111.tmp"
     temp.write_text("{")
     age(temp, 7200)
-    real_read, real_unlink = store.file.read_file, Path.unlink
+    real_read, real_unlink = store.file_sweep.read_file, Path.unlink
 
     def read_after_another_sweeper(path: Path) -> Any:
         if path.name == "done-0.json":
@@ -434,7 +435,7 @@ async def test_sweep_survives_files_vanishing_under_it(
             real_unlink(path)  # another instance wins between read and unlink
         real_unlink(path, missing_ok)
 
-    monkeypatch.setattr(store.file, "read_file", read_after_another_sweeper)
+    monkeypatch.setattr(store.file_sweep, "read_file", read_after_another_sweeper)
     monkeypatch.setattr(Path, "unlink", unlink_after_another_sweeper)
     assert await file_store.sweep() == 4
     monkeypatch.undo()
@@ -455,7 +456,7 @@ async def test_sweep_keeps_a_record_rewritten_while_it_judged_it(
 ) -> None:
     file_store = stores(ttl=60)
     path = await save_aged(file_store, "task-1", TaskStatus.FAILED, 120)
-    real_read = store.file.read_file
+    real_read = store.file_sweep.read_file
     fresh = record(instance="retried").to_json().encode()
 
     def read_then_rewritten(read_path: Path) -> Any:
@@ -463,7 +464,7 @@ async def test_sweep_keeps_a_record_rewritten_while_it_judged_it(
         store.file.write_atomically(read_path.parent, "task-1", fresh, ".json")
         return found
 
-    monkeypatch.setattr(store.file, "read_file", read_then_rewritten)
+    monkeypatch.setattr(store.file_sweep, "read_file", read_then_rewritten)
     assert await file_store.sweep() == 0
     assert path.read_bytes() == fresh
 

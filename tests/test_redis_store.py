@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from store import NodeProgress, RedisStore, StoreError, TaskRecord, TaskStatus
-from store.redis import _Channel
+from store.redis_channel import Channel
 from tests.store_factories import RedisServer, RedisTarget
 
 TIMEOUT = 10.0  # an upper bound only
@@ -131,7 +131,7 @@ async def test_watchers_never_see_a_record_go_back_in_time(stores: OpenStore) ->
 
 
 def test_sync_marker_orders_the_read_and_the_messages() -> None:
-    channel = _Channel("p:task:t", b"p:task:t", 0.0)
+    channel = Channel("p:task:t", b"p:task:t", 0.0)
     versions: list[bytes | None] = []
 
     def latest() -> list[bytes | None]:

@@ -328,6 +328,7 @@ async def test_store_outage_mid_run_does_not_lose_the_final_state(tmp_path: Path
     async with running_agent(tmp_path) as agent:
         flaky = FlakyStore(agent.services.store)
         agent.services.runner._store = flaky  # the runner's store only; reads stay real
+        agent.services.runner.finals.store = flaky  # and its retries of final records
         prompt = slow_prompt(30)
         run = asyncio.create_task(
             request(agent, "POST", "/api/run", prompt, **{"task-id": "outage"})

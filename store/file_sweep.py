@@ -1,0 +1,157 @@
+"""The file store's sweeper: deletes what the TTL rule no longer keeps (see store.file).
+
+Several instances may sweep the same directory at once: every deletion tolerates a file
+another one removed (or a writer replaced) first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+from store import file_claims
+from store.base import InvalidTaskId, StoreError, validate_task_id
+from store.common import is_expired
+from store.file_claims import CANCEL_SUFFIX, CLAIM_SUFFIX
+from store.file_io import is_temp_name, read_file, stat_signature, unlink
+from store.file_watch import parse_record
+
+logger = logging.getLogger("store.file")
+
+SUFFIX = ".json"
+MARK_SUFFIX = ".mark"
+
+
+class DirectorySweeper:
+    """Sweeps one file store's directory and its claims directory."""
+
+    def __init__(
+        self, directory: Path, claims: Path, *, ttl: float | None, temp_max_age: float
+    ) -> None:
+        self._dir = directory
+        self._claims = claims
+        self._ttl = ttl
+        self._temp_max_age = temp_max_age
+        # Set on close: a sweep running in a worker thread cannot be cancelled, so it
+        # checks this between files instead.
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Make a sweep running in a worker thread stop at its next file."""
+        self._stopping.set()
+
+    async def run(self, interval: float) -> None:
+        """Sweep every interval s (with jitter) until cancelled; failures are logged."""
+        while True:
+            # Jitter so that instances started together do not all sweep at once.
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                removed = await asyncio.to_thread(self.sweep, time.time())
+            except Exception:
+                # A NAS hiccup must not end sweeping for the life of the instance.
+                logger.exception("sweeping %s failed", self._dir)
+            else:
+                if removed:
+                    logger.debug("swept %d files from %s", removed, self._dir)
+
+    def sweep(self, now: float) -> int:
+        """Delete expired tasks, claims, cancel requests and stale temp files; count them."""
+        try:
+            with os.scandir(self._dir) as scan:
+                names = [entry.name for entry in scan]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            if self._stopping.is_set():
+                break
+            path = self._dir / name
+            try:
+                if is_temp_name(name):
+                    removed += self._sweep_temp(path, now)
+                elif (task_id := task_id_of(name)) is not None:
+                    removed += self._sweep_task(task_id, path, now)
+            except FileNotFoundError:
+                # Another instance swept (or a writer replaced) it first.
+                continue
+            except OSError as exc:
+                logger.warning("cannot sweep %s: %s", path, exc)
+        return removed + self._sweep_claims(now)
+
+    def _sweep_claims(self, now: float) -> int:
+        try:
+            with os.scandir(self._claims) as scan:
+                names = [entry.name for entry in scan]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            if self._stopping.is_set():
+                break
+            path = self._claims / name
+            try:
+                if is_temp_name(name) or file_claims.is_marker_name(name):
+                    removed += self._sweep_temp(path, now)
+                elif (task_id := task_id_of(name, CLAIM_SUFFIX)) is not None:
+                    kept = (self._dir / (task_id + SUFFIX)).exists()
+                    removed += file_claims.sweep_claim(path, now, kept)
+                elif task_id_of(name, CANCEL_SUFFIX) is not None:
+                    removed += file_claims.sweep_cancel(path, now)
+                elif task_id_of(name, MARK_SUFFIX) is not None:
+                    # A once-marker has the same {"expires_at"} content as a cancel request.
+                    removed += file_claims.sweep_cancel(path, now)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                logger.warning("cannot sweep %s: %s", path, exc)
+        return removed
+
+    def _sweep_temp(self, path: Path, now: float) -> int:
+        # A writer keeps its temp file for milliseconds; an old one is a crashed writer's.
+        if now - path.stat().st_mtime <= self._temp_max_age:
+            return 0
+        return 1 if unlink(path) else 0
+
+    def _sweep_task(self, task_id: str, path: Path, now: float) -> int:
+        if self._ttl is None:
+            return 0
+        # A record's finished_at is no later than its file's last write, and an owner writes
+        # a lease that has not run out yet, so a file written within ttl cannot hold an
+        # expired record: skip reading it (keeps NAS traffic low). A lease that had already
+        # run out when written (a reader's doing) is swept a little late; load() hides it.
+        if now - path.stat().st_mtime <= self._ttl:
+            return 0
+        found = read_file(path)
+        if found is None:
+            return 0
+        data, signature = found
+        try:
+            record = parse_record(task_id, path, data)
+        except StoreError as exc:
+            # Not ours to delete: leave foreign files for a human.
+            logger.warning("sweeper leaves %s alone: %s", path, exc)
+            return 0
+        if not is_expired(record, self._ttl, now):
+            return 0
+        # Delete only the version we judged; a newer write has a new inode.
+        if stat_signature(path) != signature:
+            return 0
+        if not unlink(path):
+            return 0
+        # Its cancel request can concern no run any more.
+        return 1 + unlink(self._claims / (task_id + CANCEL_SUFFIX))
+
+
+def task_id_of(name: str, suffix: str = SUFFIX) -> str | None:
+    """The task id of a file name ending in suffix; None for any other name."""
+    if not name.endswith(suffix):
+        return None
+    try:
+        return validate_task_id(name[: -len(suffix)])
+    except InvalidTaskId:
+        return None
