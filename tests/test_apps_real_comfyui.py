@@ -7,12 +7,8 @@ its own input/output/temp/user folders, so runs of other checkouts' users do not
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,16 +18,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from tests.agent_harness import wait_agent_ready
 from tests.app_fixtures import PNG
 from tests.browser import open_browser, screenshot_path
-from tests.fake_comfyui.fixtures import free_port
+from tests.real_comfyui import COMFYUI_DIR, real_agent
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 CHECKPOINT = Path(COMFYUI_DIR) / "models" / "checkpoints" / "tiny-sd15-random.safetensors"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "apps"
-AGENT = Path(sys.executable).with_name("comfyui-agent")
 
 pytestmark = [
     pytest.mark.skipif(
@@ -49,43 +41,8 @@ pytestmark = [
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def agent_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     tmp = tmp_path_factory.mktemp("real-apps")
-    for name in ("input", "output", "temp", "user"):
-        (tmp / name).mkdir()
-    folders = " ".join(
-        f"--{name}-directory {tmp / name}" for name in ("input", "output", "temp", "user")
-    )
-    port = free_port()
-    env = {
-        **os.environ,
-        "COMFYUI_ARGS": f"--cpu --disable-api-nodes --disable-auto-launch {folders}",
-    }
-    log = (tmp / "agent.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        str(AGENT),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--comfyui-port", str(free_port()),
-        "--comfyui-dir", COMFYUI_DIR,
-        "--comfyui-python", COMFYUI_PYTHON,
-        "--store", f"file://{tmp / 'tasks'}",
-        "--apps", str(EXAMPLES),
-        stdout=log,
-        stderr=log,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not await wait_agent_ready(url):
-            pytest.fail("real ComfyUI did not become ready in 120 s; see agent.log")
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 40)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        log.close()
+    async with real_agent(tmp, ["--apps", str(EXAMPLES)]) as agent:
+        yield agent.url
 
 
 async def run_app(url: str, app_id: str, params: dict[str, Any]) -> tuple[int, Any]:

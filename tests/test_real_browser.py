@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,11 +30,9 @@ from agent.app import create_app
 from agent.cli import make_backend
 from agent.settings import parse_settings
 from tests.browser import open_browser, screenshot_path
-from tests.fake_comfyui.fixtures import free_port
+from tests.real_comfyui import COMFYUI_DIR, RealAgent, real_agent
 from tests.test_fake_origin import ORIGIN_CASES, case_ids, origin_status
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 CHECKPOINT = "tiny-sd15-random.safetensors"
 SCRIPT = Path(COMFYUI_DIR) / "script_examples" / "websockets_api_example.py"
 TOKEN = "real-page-token"
@@ -51,78 +46,17 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-AGENT = Path(sys.executable).with_name("comfyui-agent")
-
-
-@dataclass
-class RealStack:
-    """The agent process with its real ComfyUI child."""
-
-    url: str
-    comfyui_port: int
-    tmp: Path
-
-    @property
-    def comfyui_url(self) -> str:
-        return f"http://127.0.0.1:{self.comfyui_port}"
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealStack]:
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealAgent]:
     tmp = tmp_path_factory.mktemp("real-page")
-    port, comfyui_port = free_port(), free_port()
-    dirs = {name: tmp / name for name in ("output", "temp", "input", "user")}
-    for path in dirs.values():
-        path.mkdir()
     # Not a first visit: the editor opens its default graph (the script example's workflow)
     # instead of the template browser.
-    settings = dirs["user"] / "default" / "comfy.settings.json"
-    settings.parent.mkdir()
+    settings = tmp / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    comfyui_args = " ".join(f"--{name}-directory {path}" for name, path in dirs.items())
-    env = {
-        **os.environ,
-        "COMFYUI_ARGS": f"--cpu --disable-api-nodes --disable-auto-launch {comfyui_args}",
-    }
-    log = (tmp / "agent.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        str(AGENT),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--comfyui-port", str(comfyui_port),
-        "--comfyui-dir", COMFYUI_DIR,
-        "--comfyui-python", COMFYUI_PYTHON,
-        "--store", f"file://{tmp / 'tasks'}",
-        stdout=log,
-        stderr=log,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_ready(url, tmp)
-        yield RealStack(url, comfyui_port, tmp)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 40)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        log.close()
-
-
-async def wait_ready(url: str, tmp: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    pytest.fail(f"real ComfyUI did not become ready; see {tmp / 'agent.log'}")
+    async with real_agent(tmp) as agent:
+        yield agent
 
 
 def script_prompt(seed: int) -> dict[str, Any]:
@@ -162,7 +96,7 @@ def require_checkpoint() -> None:
 
 
 @asynccontextmanager
-async def attached_agent(stack: RealStack, *flags: str) -> AsyncIterator[str]:
+async def attached_agent(stack: RealAgent, *flags: str) -> AsyncIterator[str]:
     """A second agent, in this process, attached to the same ComfyUI with other flags."""
     argv = ["--comfyui-url", stack.comfyui_url, "--store", "memory://", *flags]
     settings = parse_settings(argv)
@@ -246,14 +180,14 @@ async def queue(url: str, prompt: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("host", "origin", "status"), ORIGIN_CASES, ids=case_ids())
 async def test_the_fakes_origin_cases_hold_for_real_comfyui(
-    stack: RealStack, host: str, origin: str | None, status: int
+    stack: RealAgent, host: str, origin: str | None, status: int
 ) -> None:
     async with aiohttp.ClientSession() as session:
         got = await origin_status(session, stack.comfyui_url, stack.comfyui_port, host, origin)
     assert got == status
 
 
-async def test_the_real_editor_works_through_the_agent(stack: RealStack) -> None:
+async def test_the_real_editor_works_through_the_agent(stack: RealAgent) -> None:
     require_checkpoint()
     async with open_browser() as browser:
         watch = await open_editor(browser, f"{stack.url}/", "real_editor_loaded")
@@ -285,13 +219,13 @@ async def test_the_real_editor_works_through_the_agent(stack: RealStack) -> None
         assert watch.refused() == [], watch.refused()
 
 
-async def test_the_real_editor_with_a_token(stack: RealStack) -> None:
+async def test_the_real_editor_with_a_token(stack: RealAgent) -> None:
     async with attached_agent(stack, "--token", TOKEN) as url, open_browser() as browser:
         watch = await open_editor(browser, f"{url}/?token={TOKEN}", "real_editor_token")
         assert watch.closed == []
 
 
-async def test_the_real_editor_read_only(stack: RealStack) -> None:
+async def test_the_real_editor_read_only(stack: RealAgent) -> None:
     async with attached_agent(stack, "--proxy", "readonly") as url, open_browser() as browser:
         watch = await open_editor(browser, f"{url}/", "real_editor_readonly")
         status = await watch.page.evaluate(
@@ -309,7 +243,7 @@ async def test_the_real_editor_read_only(stack: RealStack) -> None:
         assert watch.closed == []
 
 
-async def test_comfyuis_websocket_script_example_through_the_agent(stack: RealStack) -> None:
+async def test_comfyuis_websocket_script_example_through_the_agent(stack: RealAgent) -> None:
     """Run script_examples/websockets_api_example.py against the agent's address."""
     require_checkpoint()
     source = SCRIPT.read_text()

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,11 +20,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.agent_harness import trace_prompt, wait_agent_ready
-from tests.fake_comfyui.fixtures import free_port
-
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+from tests.agent_harness import trace_prompt
+from tests.real_comfyui import COMFYUI_DIR, RealAgent
+from tests.real_comfyui import real_agent as start_real_agent
 
 pytestmark = [
     pytest.mark.skipif(
@@ -37,53 +32,17 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-AGENT = Path(sys.executable).with_name("comfyui-agent")
-
-
-class RealAgent:
-    """The agent process, its URL and what the ComfyUI behind it offers."""
-
-    def __init__(self, process: asyncio.subprocess.Process, url: str, nodes: set[str]):
-        self.process = process
-        self.url = url
-        self.nodes = nodes
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def real_agent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealAgent]:
-    tmp = tmp_path_factory.mktemp("real")
-    port, comfyui_port = free_port(), free_port()
-    env = {**os.environ, "COMFYUI_ARGS": "--cpu --disable-api-nodes --disable-auto-launch"}
-    log = (tmp / "agent.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        str(AGENT),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--comfyui-port", str(comfyui_port),
-        "--comfyui-dir", COMFYUI_DIR,
-        "--comfyui-python", COMFYUI_PYTHON,
-        "--store", f"file://{tmp / 'tasks'}",
-        stdout=log,
-        stderr=log,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not await wait_agent_ready(url):
-            pytest.fail("real ComfyUI did not become ready in 120 s; see agent.log")
+    agent: RealAgent | None = None
+    async with start_real_agent(tmp_path_factory.mktemp("real")) as started:
+        agent = started
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{url}/object_info") as response:
-                nodes = set(await response.json())
-        yield RealAgent(process, url, nodes)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.wait_for(process.wait(), 40)
-        except TimeoutError:
-            process.kill()
-            code = await process.wait()
-        log.close()
-    assert code == 0, "the agent did not exit cleanly on SIGTERM"
+            async with session.get(f"{agent.url}/object_info") as response:
+                agent.nodes = set(await response.json())
+        yield agent
+    assert agent.exit_code == 0, "the agent did not exit cleanly on SIGTERM"
 
 
 async def run(agent: RealAgent, prompt: dict[str, Any], **headers: str) -> tuple[int, Any]:
