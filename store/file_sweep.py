@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from store import file_claims
@@ -61,8 +62,31 @@ class DirectorySweeper:
 
     def sweep(self, now: float) -> int:
         """Delete expired tasks, claims, cancel requests and stale temp files; count them."""
+
+        def task_file(name: str, path: Path) -> int:
+            if is_temp_name(name):
+                return self._sweep_temp(path, now)
+            if (task_id := task_id_of(name)) is not None:
+                return self._sweep_task(task_id, path, now)
+            return 0
+
+        def claims_file(name: str, path: Path) -> int:
+            if is_temp_name(name) or file_claims.is_marker_name(name):
+                return self._sweep_temp(path, now)
+            if (task_id := task_id_of(name, CLAIM_SUFFIX)) is not None:
+                kept = (self._dir / (task_id + SUFFIX)).exists()
+                return file_claims.sweep_claim(path, now, kept)
+            # A once-marker has the same {"expires_at"} content as a cancel request.
+            if any(task_id_of(name, suffix) is not None for suffix in (CANCEL_SUFFIX, MARK_SUFFIX)):
+                return file_claims.sweep_cancel(path, now)
+            return 0
+
+        return self._sweep_each(self._dir, task_file) + self._sweep_each(self._claims, claims_file)
+
+    def _sweep_each(self, directory: Path, sweep_one: Callable[[str, Path], int]) -> int:
+        """sweep_one every file in directory (until stopped); count what it removed."""
         try:
-            with os.scandir(self._dir) as scan:
+            with os.scandir(directory) as scan:
                 names = [entry.name for entry in scan]
         except FileNotFoundError:
             return 0
@@ -70,42 +94,11 @@ class DirectorySweeper:
         for name in names:
             if self._stopping.is_set():
                 break
-            path = self._dir / name
+            path = directory / name
             try:
-                if is_temp_name(name):
-                    removed += self._sweep_temp(path, now)
-                elif (task_id := task_id_of(name)) is not None:
-                    removed += self._sweep_task(task_id, path, now)
+                removed += sweep_one(name, path)
             except FileNotFoundError:
                 # Another instance swept (or a writer replaced) it first.
-                continue
-            except OSError as exc:
-                logger.warning("cannot sweep %s: %s", path, exc)
-        return removed + self._sweep_claims(now)
-
-    def _sweep_claims(self, now: float) -> int:
-        try:
-            with os.scandir(self._claims) as scan:
-                names = [entry.name for entry in scan]
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        for name in names:
-            if self._stopping.is_set():
-                break
-            path = self._claims / name
-            try:
-                if is_temp_name(name) or file_claims.is_marker_name(name):
-                    removed += self._sweep_temp(path, now)
-                elif (task_id := task_id_of(name, CLAIM_SUFFIX)) is not None:
-                    kept = (self._dir / (task_id + SUFFIX)).exists()
-                    removed += file_claims.sweep_claim(path, now, kept)
-                elif task_id_of(name, CANCEL_SUFFIX) is not None:
-                    removed += file_claims.sweep_cancel(path, now)
-                elif task_id_of(name, MARK_SUFFIX) is not None:
-                    # A once-marker has the same {"expires_at"} content as a cancel request.
-                    removed += file_claims.sweep_cancel(path, now)
-            except FileNotFoundError:
                 continue
             except OSError as exc:
                 logger.warning("cannot sweep %s: %s", path, exc)
