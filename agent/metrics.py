@@ -137,17 +137,6 @@ class Metrics:
         self.store_writes.inc()
         self.store_write_seconds.observe(seconds)
 
-    def runs_finished(self) -> int:
-        """How many runs finished on this instance, whatever their outcome."""
-        return int(
-            sum(
-                sample.value
-                for family in self.runs.collect()
-                for sample in family.samples
-                if sample.name.endswith("_total")
-            )
-        )
-
     def store_failure(self) -> None:
         """Count a failed store operation."""
         self.store_failures.inc()

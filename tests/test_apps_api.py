@@ -204,12 +204,12 @@ async def test_fc_async_redelivery_is_not_run_again(agent: AgentUnderTest) -> No
     body = {"params": fresh_prefix()}
     status, _, first = await post(agent, "/api/apps/invert/run", body, headers)
     assert status == 200 and "results" not in first["3"]
-    runs = agent.services.runner.metrics.runs_finished()
+    runs = agent.services.runner.finished_runs
     status, answer_headers, second = await post(agent, "/api/apps/invert/run", body, headers)
     assert status == 200
     assert answer_headers["X-Task-Status"] == "succeeded"
     assert second == first
-    assert agent.services.runner.metrics.runs_finished() == runs
+    assert agent.services.runner.finished_runs == runs
 
 
 async def test_websocket_first_message_runs_an_app(agent: AgentUnderTest) -> None:

@@ -201,7 +201,7 @@ async def test_one_delivery_across_two_instances_sharing_redis(
             assert status == 200
             # An instance that finished the same task again (a lost lease taken over)
             # finds the marker set and stays silent.
-            other = b if a.services.runner.metrics.runs_finished() else a
+            other = b if a.services.runner.finished_runs else a
             record = await other.services.store.load("wh-shared")
             assert record is not None
             delivery = other.services.delivery
