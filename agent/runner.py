@@ -76,6 +76,8 @@ class TaskRunner(RunLoop):
         # Final records the store refused (outage): served from here and retried until stored.
         self.finals = UnsavedFinals(store, self.metrics, clock)
         self._starting: set[str] = set()
+        # Claims of ended runs being released, by task id (see _run).
+        self._releasing: dict[str, asyncio.Future[None]] = {}
         self.accepting = True
         # Runs that ended here (final record written): readers' caches check it.
         self.finished_runs = 0
@@ -104,6 +106,9 @@ class TaskRunner(RunLoop):
             raise QueueFull(f"{len(self.active)} tasks are queued or running on this instance")
         self._starting.add(task_id)
         try:
+            releasing = self._releasing.get(task_id)
+            if releasing is not None:  # the task's last run here is giving up its claim
+                await asyncio.shield(releasing)
             try:
                 claim = await RunClaim.take(
                     self._store, task_id, self._instance, self.options.lease
@@ -217,8 +222,14 @@ class TaskRunner(RunLoop):
         pending = [h.task for h in self.active.values() if h.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        await self._released()
         await self.finals.store_all()
         return len(self.active)
+
+    async def _released(self, timeout: float = 5.0) -> None:
+        """Wait for the claims of ended runs to be given up (before the store closes)."""
+        if self._releasing:
+            await asyncio.wait(list(self._releasing.values()), timeout=timeout)
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; give running tasks `grace` seconds, then interrupt the rest."""
@@ -237,6 +248,7 @@ class TaskRunner(RunLoop):
                 await self.interrupt(handle.task_id)
             if still:
                 await asyncio.wait(still, timeout=5.0)
+        await self._released()
         await self.finals.stop_retrying()
         await self.finals.store_all()
         for task_id in self.unsaved:
@@ -275,7 +287,10 @@ class TaskRunner(RunLoop):
                 self.finals.add(handle.snapshot(), claim.token)
             if handle.superseded:
                 await self._stop_superseded(handle)
-            await self._release(claim)
+            # The claim is released after the run is done (its caller may be answered now):
+            # the final record is stored, and a new run of the task id waits for it.
+            releasing = asyncio.ensure_future(self._release(claim))
+            self._releasing[handle.task_id] = releasing
             self.active.pop(handle.task_id, None)
             record = handle.record
             outcome = "superseded" if handle.superseded else record.status.value
@@ -287,6 +302,9 @@ class TaskRunner(RunLoop):
             handle.ended.set()
             handle.done.set()
             await handle.notify()
+            await releasing
+            if self._releasing.get(handle.task_id) is releasing:
+                del self._releasing[handle.task_id]
 
     async def _release(self, claim: RunClaim) -> None:
         try:
