@@ -79,6 +79,11 @@ class RecordWriter:
         self.mark_dirty(urgent=True)
         self._flusher = asyncio.create_task(self._flush_loop())
 
+    @property
+    def claim(self) -> RunClaim:
+        """The claim every write carries."""
+        return self._claim
+
     def mark_dirty(self, *, urgent: bool = False) -> None:
         """The record changed; write it within `interval` (urgent: as soon as possible)."""
         self._dirty.set()
@@ -98,6 +103,8 @@ class RecordWriter:
         self._urgent.set()
         if self._flusher is not None:
             await self._flusher
+        if not await self._claim.held():
+            return False  # never claimed: there is no token to store it with
         delay = 0.1
         for attempt in range(attempts):
             if await self._write() or self._claim.superseded:
@@ -133,6 +140,8 @@ class RecordWriter:
 
     async def _write(self) -> bool:
         async with self._lock:
+            if not await self._claim.held():
+                return False  # never claimed: nothing may be written (the run stops)
             # Renewed on a clock, not when idle: a sampler sending progress all the time
             # must not let its claim lapse (another delivery could then run the task too).
             if self._claim.superseded or (self._claim.due() and not await self._claim.renew()):

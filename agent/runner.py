@@ -91,12 +91,15 @@ class TaskRunner(RunLoop):
         params: dict[str, Any] | None = None,
         delivery: object = None,
         durable_start: bool = True,
+        fresh_id: bool = False,
     ) -> RunHandle:
         """Claim the task, write its first record and run it in the background.
 
         app and params (an app run) are kept in the task record; delivery is passed to the
         run hooks as it is. durable_start False: the first record is written while the run
         starts (for callers answered only when it ends; the claim already holds the task).
+        fresh_id: the task id was made up here for this run, so nobody else can hold it;
+        it is claimed while the prompt is being posted (the run stops if that fails).
         """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
@@ -109,15 +112,7 @@ class TaskRunner(RunLoop):
             releasing = self._releasing.get(task_id)
             if releasing is not None:  # the task's last run here is giving up its claim
                 await asyncio.shield(releasing)
-            try:
-                claim = await RunClaim.take(
-                    self._store, task_id, self._instance, self.options.lease
-                )
-            except StoreError as exc:
-                self.metrics.store_failure()
-                raise StoreUnavailable(str(exc)) from exc
-            if claim is None:
-                raise TaskAlreadyRunning(task_id, here=False)
+            claim = await self._claim(task_id, fresh_id)
             handle = self._new_handle(task_id, workflow)
             handle.record.app, handle.record.params = app, params
             handle.delivery = delivery
@@ -135,6 +130,19 @@ class TaskRunner(RunLoop):
         self.active[task_id] = handle
         handle.task = asyncio.create_task(self._run(handle, writer, claim), name=f"run-{task_id}")
         return handle
+
+    async def _claim(self, task_id: str, fresh_id: bool) -> RunClaim:
+        lease = self.options.lease
+        if fresh_id:
+            return RunClaim.taking(self._store, task_id, self._instance, lease)
+        try:
+            claim = await RunClaim.take(self._store, task_id, self._instance, lease)
+        except StoreError as exc:
+            self.metrics.store_failure()
+            raise StoreUnavailable(str(exc)) from exc
+        if claim is None:
+            raise TaskAlreadyRunning(task_id, here=False)
+        return claim
 
     def _new_handle(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
         now = self._clock()
@@ -283,10 +291,10 @@ class TaskRunner(RunLoop):
                 await cancel_watch
             # Final write first: a reader must never find the task gone from this instance
             # while the store still holds an older state.
-            if not await writer.close():
+            if not await writer.close() and not claim.refused:
                 self.finals.add(handle.snapshot(), claim.token)
             if handle.superseded:
-                await self._stop_superseded(handle)
+                await self._stop_prompt(handle, "superseded")
             # The claim is released after the run is done (its caller may be answered now):
             # the final record is stored, and a new run of the task id waits for it.
             releasing = asyncio.ensure_future(self._release(claim))

@@ -159,3 +159,35 @@ async def test_a_change_is_written_once_it_settled_and_the_ones_behind_it_go_alo
     record.status = TaskStatus.SUCCEEDED
     assert await writer.close()
     assert store.written == [TaskStatus.RUNNING, TaskStatus.SUCCEEDED]
+
+
+async def test_a_claim_taken_in_the_background_is_held_once_the_store_gave_a_token() -> None:
+    store = MemoryStore()
+    claim = RunClaim.taking(store, "task-1", "a", 30)
+    assert not claim.refused
+    assert await claim.held() and claim.token > 0
+    assert await store.claim("task-1", "b", 30) is None  # really held
+    await claim.release()
+    assert await store.claim("task-1", "b", 30) is not None
+
+
+class DownStore(MemoryStore):
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        raise StoreError("down")
+
+
+async def test_a_claim_taken_in_the_background_can_be_refused_and_then_writes_nothing() -> None:
+    store = DownStore()
+    claim = RunClaim.taking(store, "task-1", "a", 30)
+    assert not await claim.held()
+    assert claim.refused and "could not be reached" in (claim.refusal or "")
+    record = TaskRecord(task_id="task-1", status=TaskStatus.SUCCEEDED, instance="a")
+    writer = writer_for(claim, record)
+    writer.start_soon()
+    assert not await writer.close()
+    assert await store.load("task-1") is None
+    await claim.release()  # nothing to release, and no error
+    held_elsewhere = MemoryStore()
+    assert await held_elsewhere.claim("task-1", "b", 30) is not None
+    other = RunClaim.taking(held_elsewhere, "task-1", "a", 30)
+    assert not await other.held() and other.refusal == "the task is held by another run"
