@@ -102,7 +102,12 @@ class RecordWriter:
         self._dirty.set()
         self._urgent.set()
         if self._flusher is not None:
-            await self._flusher
+            if self._lock.locked():
+                await self._flusher  # a write in progress: the final one goes after it
+            else:
+                # Idle between writes: once cancelled it cannot start another one, so the
+                # final write need not wait for it to wake up first.
+                self._flusher.cancel()
         if not await self._claim.held():
             return False  # never claimed: there is no token to store it with
         delay = 0.1

@@ -75,6 +75,9 @@ class RunHandle:
     superseded: bool = False
     # Called with each output file as soon as ComfyUI reports it written (see outputs_of).
     output_listeners: list[Callable[[OutputFile], object]] = field(default_factory=list)
+    # Set by a caller answered when the run ends, once its answer is sent: the claim is
+    # released after that (bounded), so the release's store I/O does not slow the answer.
+    answered: asyncio.Event | None = None
 
     @property
     def task_id(self) -> str:

@@ -42,6 +42,10 @@ __all__ = [
 
 log = logging.getLogger("agent.runner")
 
+# How long an ended run's claim waits for its caller's answer to be sent before it is
+# released anyway (a stuck client connection must not hold the task).
+ANSWER_WAIT = 1.0
+
 
 class TaskRunner(RunLoop):
     """Starts runs on this instance and keeps each one's record in the store."""
@@ -287,17 +291,15 @@ class TaskRunner(RunLoop):
         finally:
             run_ended.set()
             cancel_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cancel_watch
             # Final write first: a reader must never find the task gone from this instance
             # while the store still holds an older state.
             if not await writer.close() and not claim.refused:
                 self.finals.add(handle.snapshot(), claim.token)
             if handle.superseded:
                 await self._stop_prompt(handle, "superseded")
-            # The claim is released after the run is done (its caller may be answered now):
-            # the final record is stored, and a new run of the task id waits for it.
-            releasing = asyncio.ensure_future(self._release(claim))
+            # The claim is released after the run is done and its caller answered: the
+            # final record is stored, and a new run of the task id waits for the release.
+            releasing = asyncio.ensure_future(self._release(claim, handle.answered))
             self._releasing[handle.task_id] = releasing
             self.active.pop(handle.task_id, None)
             record = handle.record
@@ -310,11 +312,17 @@ class TaskRunner(RunLoop):
             handle.ended.set()
             handle.done.set()
             await handle.notify()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancel_watch
             await releasing
             if self._releasing.get(handle.task_id) is releasing:
                 del self._releasing[handle.task_id]
 
-    async def _release(self, claim: RunClaim) -> None:
+    async def _release(self, claim: RunClaim, after: asyncio.Event | None = None) -> None:
+        if after is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWER_WAIT):
+                    await after.wait()
         try:
             await claim.release()
         except StoreError:

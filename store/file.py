@@ -2,7 +2,9 @@
 
 Layout: ``<dir>/<task_id>.json`` holds the record; writers create ``.<task_id>.<random>.tmp``
 next to it, fsync it (terminal records only: see save) and rename it over the record, so
-a reader on any machine sees either the old or the new record, never part of one. Names
+a reader on any machine sees either the old or the new record, never part of one. Terminal
+records go into spare files made ahead of time when one is ready (store.file_spares), so
+such a record may end in spaces. Names
 that are not ``<valid id>.json`` are never read as tasks (temp files start with a dot,
 which no valid id does).
 
@@ -45,6 +47,7 @@ from store.base import StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.file_claims import CANCEL_SUFFIX, CLAIMS_DIR
 from store.file_io import Signature, make_directory, write_atomically
+from store.file_spares import SpareFiles, write_spare
 from store.file_sweep import MARK_SUFFIX, SUFFIX, DirectorySweeper
 from store.file_watch import parse_record, read_path, stat_path, watch_file
 from store.records import TaskRecord
@@ -80,6 +83,8 @@ class FileStore:
         self._started = False
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        # Files for terminal records, made ahead of time (store.file_spares).
+        self._spares = SpareFiles(self._dir, max_age=temp_max_age / 2)
 
     @property
     def directory(self) -> Path:
@@ -102,6 +107,7 @@ class FileStore:
             self._sweeper = asyncio.create_task(
                 self._sweeping.run(self._sweep_interval), name=f"FileStore sweeper {self._dir}"
             )
+            self._spares.refill()
             self._started = True
 
     async def save(self, task: TaskRecord, *, token: int | None = None) -> None:
@@ -114,11 +120,11 @@ class FileStore:
         try:
             if token is None:
                 await self.start()
-                await asyncio.to_thread(
-                    write_atomically, self._dir, task_id, data, SUFFIX, sync=sync
-                )
+                spare = self._spares.take() if sync else None
+                await asyncio.to_thread(_write_plain, self._dir, task_id, data, sync, spare)
             else:
                 await self._start_claims()
+                spare = self._spares.take() if sync else None
                 await asyncio.to_thread(
                     file_claims.write_fenced,
                     self._dir,
@@ -128,6 +134,7 @@ class FileStore:
                     SUFFIX,
                     token,
                     sync=sync,
+                    spare=spare,
                 )
         except OSError as exc:
             raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
@@ -251,6 +258,7 @@ class FileStore:
         self._closed = True
         self._sweeping.stop()
         self._watchers.notify_all()
+        await self._spares.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             # wait() rather than await: it does not re-raise the sweeper's CancelledError.
@@ -272,3 +280,10 @@ class FileStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"file store {self._dir} is closed")
+
+
+def _write_plain(
+    directory: Path, task_id: str, data: bytes, sync: bool, spare: Path | None
+) -> None:
+    written = write_spare(spare, data)
+    write_atomically(directory, task_id, data, SUFFIX, sync=sync, written=written)

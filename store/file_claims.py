@@ -62,6 +62,7 @@ from store.file_io import (
     write_new,
     write_temp,
 )
+from store.file_spares import write_spare
 
 # The file store's own log: what its sweeper leaves alone is said there.
 logger = logging.getLogger("store.file")
@@ -182,8 +183,10 @@ def write_fenced(
     token: int,
     *,
     sync: bool = True,
+    spare: Path | None = None,
 ) -> None:
-    """Replace the task's file with data unless a newer claim superseded token."""
+    """Replace the task's file with data unless a newer claim superseded token (written
+    into spare, a file of store.file_spares, when one is given and fits)."""
 
     def check() -> None:
         # After the slow part (write, fsync): the check and the rename stay close.
@@ -191,7 +194,10 @@ def write_fenced(
         if current is not None and current != token:
             raise ClaimSuperseded(task_id, token, current)
 
-    write_atomically(directory, task_id, data, suffix, before_rename=check, sync=sync)
+    written = write_spare(spare, data)
+    write_atomically(
+        directory, task_id, data, suffix, before_rename=check, sync=sync, written=written
+    )
 
 
 def sweep_claim(path: Path, now: float, task_kept: bool) -> int:

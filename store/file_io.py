@@ -50,13 +50,16 @@ def write_atomically(
     before_rename: Callable[[], None] | None = None,
     *,
     sync: bool = True,
+    written: Path | None = None,
 ) -> None:
     """Replace directory/(name + suffix) with data, atomically for readers.
 
     before_rename runs once the data is written, right before the rename; raising there
     writes nothing. sync False skips the fsync (data superseded soon, e.g. progress).
+    written: a temp file in directory that already holds data, flushed (a spare of
+    store.file_spares); it is renamed instead of writing a new one.
     """
-    temp = write_temp(directory, name, data, sync=sync)
+    temp = written if written is not None else write_temp(directory, name, data, sync=sync)
     try:
         if before_rename is not None:
             before_rename()

@@ -20,6 +20,7 @@ import pytest
 import store.file
 import store.file_sweep
 from store import FileStore, NodeProgress, StoreError, TaskRecord, TaskStatus
+from store.file_spares import SPARE_PREFIX
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0  # an upper bound only
@@ -49,7 +50,8 @@ def record(
 
 
 def names(directory: Path) -> set[str]:
-    return {path.name for path in directory.iterdir()}
+    """What is in the directory, but the store's own spare files (store.file_spares)."""
+    return {path.name for path in directory.iterdir() if not path.name.startswith(SPARE_PREFIX)}
 
 
 def age(path: Path, seconds: float) -> None:
@@ -64,8 +66,11 @@ def age(path: Path, seconds: float) -> None:
 def hot_record(i: int) -> TaskRecord:
     """Version i of the hot record; its size varies from a few bytes to ~12 KB (several pages)."""
     size, nodes = (i * 7919) % 6_000, i % 13
+    # Every other version terminal: those go into spare files (store.file_spares) when they
+    # fit, the others are written plainly.
     return record(
         HOT,
+        status=TaskStatus.SUCCEEDED if i % 2 else TaskStatus.RUNNING,
         progress={str(n): NodeProgress(max=nodes, value=n) for n in range(nodes)},
         outputs={"check": {"i": i, "nodes": nodes, "pad": "é" * size}},
     )
@@ -501,15 +506,22 @@ async def test_only_terminal_records_wait_for_the_disk(
 ) -> None:
     file_store = stores()
     synced: list[int] = []
-    real_fsync = os.fsync
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
-    def counting_fsync(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
+    def counting(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            # Spares are made (and flushed) ahead of time, away from the records' path.
+            made = real is real_fsync and f"/{SPARE_PREFIX}" in os.readlink(f"/proc/self/fd/{fd}")
+            if not made:
+                synced.append(fd)
+            real(fd)
+
+        return sync
 
     token = await file_store.claim("task-1", "me", 30)
     assert token is not None
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fsync", counting(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", counting(real_fdatasync))
     await file_store.save(record(status=TaskStatus.QUEUED), token=token)
     await file_store.save(record(status=TaskStatus.RUNNING), token=token)
     assert synced == []  # progress is superseded soon; a crash ends the lease anyway

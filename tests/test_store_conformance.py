@@ -304,7 +304,7 @@ async def test_watch_leaves_no_tasks_behind(store: Store) -> None:
         await pending
 
     await settle()
-    assert asyncio.all_tasks() == before
+    assert asyncio.all_tasks() <= before  # (store work running before may have ended)
 
 
 # --- TTL ---------------------------------------------------------------------------------
@@ -757,7 +757,8 @@ async def test_file_claims_and_cancels_live_in_their_own_directory(file_store: F
     token = await file_store.claim("task-1", "owner-a", 30)
     await file_store.request_cancel("task-1")
     claims = file_store.directory / ".claims"
-    assert {p.name for p in file_store.directory.iterdir()} == {"task-1.json", ".claims"}
+    files = {p.name for p in file_store.directory.iterdir() if not p.name.startswith(".spare.")}
+    assert files == {"task-1.json", ".claims"}
     assert {p.name for p in claims.iterdir()} == {"task-1.claim", "task-1.cancel"}
     claim = json.loads((claims / "task-1.claim").read_text())
     assert claim["owner"] == "owner-a" and claim["expires_at"] > time.time() + 29

@@ -13,6 +13,7 @@ workflow that can only fail the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -128,13 +129,16 @@ async def run_and_answer(
     mode: str,
     *,
     fresh_id: bool = False,
+    answered: asyncio.Event | None = None,
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
     """Run to the end and build the answer, its files read while the final record is stored.
 
     The answer is returned only once that write is done: a caller never holds a result
     the store does not have yet. fresh_id: the task id was made up for this request.
+    answered: set once the answer is sent (the run's claim is released after it).
     """
     handle = await start_run(svc, task_id, run, plan, durable_start=False, fresh_id=fresh_id)
+    handle.answered = answered
     files = EncodedFiles(svc.output_files or svc.client, image_format=plan.image_format)
     if mode == "base64":
         handle.output_listeners.append(files.start)  # read while ComfyUI finishes the run
@@ -240,12 +244,32 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
         status, body = await finished_body(
             svc, record, mode, require_results=here, image_format=plan.image_format
         )
-    else:
-        fresh_id = not names_task(request.headers)
+        return _response(task_id, record, status, body, async_invocation=True)
+    answered = asyncio.Event()
+    try:
         with errors_name_task(task_id):
             record, status, body = await run_and_answer(
-                svc, task_id, run, plan, mode, fresh_id=fresh_id
+                svc,
+                task_id,
+                run,
+                plan,
+                mode,
+                fresh_id=not names_task(request.headers),
+                answered=answered,
             )
+        response = _response(task_id, record, status, body, async_invocation=False)
+        # Sent here, not after returning, so that the claim is released only then.
+        with contextlib.suppress(ConnectionError):  # the caller left: aiohttp sees to it
+            await response.prepare(request)
+            await response.write_eof()
+        return response
+    finally:
+        answered.set()
+
+
+def _response(
+    task_id: str, record: TaskRecord, status: int, body: Any, *, async_invocation: bool
+) -> web.Response:
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)
