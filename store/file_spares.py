@@ -110,16 +110,9 @@ def make_spare(directory: Path) -> Path:
     path = directory / f"{SPARE_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, FILE_MODE)
-    try:
-        with contextlib.suppress(OSError):  # see file_io.write_new
-            os.fchmod(fd, FILE_MODE)
-        _write_all(fd, b" " * SPARE_SIZE)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        unlink(path)
-        raise
-    os.close(fd)
+    with contextlib.suppress(OSError):  # see file_io.write_new
+        os.fchmod(fd, FILE_MODE)
+    _fill(fd, path, b"", os.fsync)
     return path
 
 
@@ -135,23 +128,25 @@ def write_spare(spare: Path | None, data: bytes) -> Path | None:
         fd = os.open(spare, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
-    try:
-        _write_all(fd, data.ljust(SPARE_SIZE))
-        # Same size, blocks allocated and flushed when the spare was made: data only.
-        os.fdatasync(fd)
-    except BaseException:
-        os.close(fd)
-        unlink(spare)
-        raise
-    os.close(fd)
+    # Same size, blocks allocated and flushed when the spare was made: data only.
+    _fill(fd, spare, data, os.fdatasync)
     return spare
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    offset = 0
-    while offset < len(view):
-        offset += os.pwrite(fd, view[offset:], offset)
+def _fill(fd: int, path: Path, data: bytes, flush: Callable[[int], None]) -> None:
+    """Write data padded to SPARE_SIZE at the start of fd, flush and close it; on failure
+    the file is removed."""
+    try:
+        view = memoryview(data.ljust(SPARE_SIZE))
+        offset = 0
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:], offset)
+        flush(fd)
+    except BaseException:
+        os.close(fd)
+        unlink(path)
+        raise
+    os.close(fd)
 
 
 def _unlink_all(paths: list[Path]) -> None:
