@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import WSCloseCode, web
-from aiohttp.typedefs import Middleware
 
 from agent.address_policy import AddressPolicy
 from agent.answer_cache import AnswerCache
@@ -22,7 +20,7 @@ from agent.delivery.uploads import Uploader
 from agent.delivery.warmup import Warmup
 from agent.delivery.webhook import WebhookSender
 from agent.errors import ApiError
-from agent.http.origin import OriginGuard
+from agent.http.front_door import FrontDoor, Handler
 from agent.inputs import parse_input_specs
 from agent.metrics import Metrics
 from agent.prepare import WorkflowPreparer
@@ -35,7 +33,7 @@ from agent.routes.run_ws import run_ws
 from agent.routes.status import get_status
 from agent.routes.tasks import create_task, delete_task, get_task
 from agent.runner import RunOptions, TaskRunner
-from agent.security import CorsPolicy, token_cookie_setter, token_middleware
+from agent.security import CorsPolicy, token_cookie_setter
 from agent.services import SERVICES, Services
 from agent.settings import AgentSettings
 from agent.url_fetch import UrlFetcher
@@ -47,34 +45,6 @@ from store.factory import open_store
 from store.records import TaskError
 
 log = logging.getLogger("agent.app")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answers JSON `{"message", "error"}`; never a traceback."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        name = (exc.reason or "HTTPError").title().replace(" ", "")
-        body = {"message": name, "error": exc.text or exc.reason}
-        return web.json_response(body, status=exc.status, headers=_safe_headers(exc))
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        body = {"message": "InternalError", "error": "unexpected agent error; see the agent log"}
-        return web.json_response(body, status=500)
-
-
-def _safe_headers(exc: web.HTTPException) -> dict[str, str]:
-    keep = ("Allow", "Retry-After")
-    return {k: v for k, v in exc.headers.items() if k in keep}
 
 
 async def method_not_allowed(request: web.Request) -> web.Response:
@@ -102,40 +72,41 @@ def _allowed_methods(request: web.Request) -> list[str]:
 def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Application:
     """The agent's application; its services start with it and stop with it."""
     cors = CorsPolicy(settings.cors_origins)
-    middlewares: list[Middleware] = [json_errors]
-    if cors.enabled:
-        middlewares.append(cors.middleware())
-    # After the preflight answer, before the token: a foreign page gets 403, not 401.
-    middlewares.append(OriginGuard(cors.allows).middleware())
-    if settings.token:
-        middlewares.append(token_middleware(settings.token))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
+    front = FrontDoor(cors, settings.token)
+    app = web.Application(client_max_size=settings.max_body)
     if settings.token:
         app.on_response_prepare.append(token_cookie_setter(settings.token))
     if cors.enabled:
         app.on_response_prepare.append(cors.on_prepare)
-    app.router.add_post("/api/run", run_sync)
-    app.router.add_get("/api/run/ws", run_ws)
-    app.router.add_get("/api/status", get_status)
-    app.router.add_post("/api/tasks", create_task)
-    app.router.add_get("/api/tasks/{task_id}", get_task)
-    app.router.add_delete("/api/tasks/{task_id}", delete_task)
-    app.router.add_get("/api/apps", list_apps)
-    app.router.add_get("/api/apps/{app_id}", get_app)
-    app.router.add_post("/api/apps/{app_id}/run", run_app)
-    app.router.add_post("/api/apps/{app_id}/tasks", create_app_task)
+
+    def add(method: str, path: str, handler: Handler) -> None:
+        if method == "GET":  # and HEAD, as add_get does
+            app.router.add_get(path, front.wrap(handler))
+        else:
+            app.router.add_route(method, path, front.wrap(handler))
+
+    add("POST", "/api/run", run_sync)
+    add("GET", "/api/run/ws", run_ws)
+    add("GET", "/api/status", get_status)
+    add("POST", "/api/tasks", create_task)
+    add("GET", "/api/tasks/{task_id}", get_task)
+    add("DELETE", "/api/tasks/{task_id}", delete_task)
+    add("GET", "/api/apps", list_apps)
+    add("GET", "/api/apps/{app_id}", get_app)
+    add("POST", "/api/apps/{app_id}/run", run_app)
+    add("POST", "/api/apps/{app_id}/tasks", create_app_task)
     app[PAGE_ASSETS] = PageAssets.load()
-    app.router.add_get("/apps", apps_redirect)
-    app.router.add_get("/apps/", apps_page)
-    app.router.add_get("/apps/static/{name}", apps_static)
-    app.router.add_get("/apps/{app_id}", apps_page)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/openapi.json", openapi)
+    add("GET", "/apps", apps_redirect)
+    add("GET", "/apps/", apps_page)
+    add("GET", "/apps/static/{name}", apps_static)
+    add("GET", "/apps/{app_id}", apps_page)
+    add("GET", "/healthz", healthz)
+    add("GET", "/readyz", readyz)
+    add("GET", "/metrics", metrics)
+    add("GET", "/api/openapi.json", openapi)
     # Function Compute's instance lifecycle hooks for custom containers.
-    app.router.add_post("/initialize", initialize)
-    app.router.add_route("*", "/pre-stop", pre_stop)
+    add("POST", "/initialize", initialize)
+    add("*", "/pre-stop", pre_stop)
     own_paths = (
         "/api/run",
         "/api/run/ws",
@@ -157,8 +128,8 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
         "/initialize",
     )
     for path in own_paths:
-        app.router.add_route("*", path, method_not_allowed)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+        add("*", path, method_not_allowed)
+    add("*", "/{tail:.*}", proxy)
     app.cleanup_ctx.append(_services_context(settings, backend))
     app.on_shutdown.append(_close_websockets)
     return app

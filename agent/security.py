@@ -17,11 +17,8 @@ from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from agent.errors import ApiError
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TOKEN_COOKIE = "comfyui_agent_token"
 # Reachable without a token: liveness/readiness probes and FC's lifecycle hooks carry none.
@@ -33,36 +30,36 @@ CORS_EXPOSED = "X-Task-Id, X-Task-Status, Location, Retry-After"
 _SET_COOKIE = web.RequestKey("set_token_cookie", bool)
 
 
-def token_middleware(token: str) -> Middleware:
-    """Middleware refusing requests without the bearer token (401 JSON)."""
-    expected = token.encode()
+class TokenCheck:
+    """Refuses requests without the bearer token (401 JSON); see the module docstring."""
 
-    def matches(candidate: str | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate.encode(), expected)
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
 
-    @web.middleware
-    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or _is_preflight(request):
-            return await handler(request)
+    def _matches(self, candidate: str | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate.encode(), self._expected)
+
+    def check(self, request: web.Request) -> None:
+        """Raise 401 unless the request carries the token (or needs none)."""
+        if request.path in OPEN_PATHS or is_preflight(request):
+            return
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer" and matches(credentials.strip()):
-            return await handler(request)
-        if matches(request.cookies.get(TOKEN_COOKIE)):
-            return await handler(request)
-        if matches(request.query.get("token")):
+        if scheme.lower() == "bearer" and self._matches(credentials.strip()):
+            return
+        if self._matches(request.cookies.get(TOKEN_COOKIE)):
+            return
+        if self._matches(request.query.get("token")):
             # Set when the response is prepared: proxied answers are streamed from inside
-            # the handler, too late for the middleware to add a header.
+            # the handler, too late for the front door to add a header.
             request[_SET_COOKIE] = True
-            return await handler(request)
+            return
         raise ApiError(
             401,
             "Unauthorized",
             "missing or wrong bearer token (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": 'Bearer realm="comfyui-agent"'},
         )
-
-    return require_token
 
 
 def token_cookie_setter(token: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
@@ -85,7 +82,8 @@ def token_cookie_setter(token: str) -> Callable[[web.Request, web.StreamResponse
     return set_cookie
 
 
-def _is_preflight(request: web.Request) -> bool:
+def is_preflight(request: web.Request) -> bool:
+    """A browser's CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)."""
     return (
         request.method == "OPTIONS"
         and "Origin" in request.headers
@@ -128,26 +126,21 @@ class CorsPolicy:
             }
         return {}
 
-    def middleware(self) -> Middleware:
-        """Answers preflight requests; other responses get headers in `on_prepare`."""
-
-        @web.middleware
-        async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not _is_preflight(request):
-                return await handler(request)
-            allowed = self.headers_for(request.headers.get("Origin"))
-            if not allowed:
-                raise ApiError(403, "CorsOriginNotAllowed", "this origin may not call the agent")
-            requested = request.headers.get("Access-Control-Request-Headers")
-            headers = {
-                **allowed,
-                "Access-Control-Allow-Methods": CORS_METHODS,
-                "Access-Control-Allow-Headers": requested or CORS_HEADERS,
-                "Access-Control-Max-Age": "600",
-            }
-            return web.Response(status=204, headers=headers)
-
-        return preflight
+    def preflight(self, request: web.Request) -> web.Response | None:
+        """The answer to a CORS preflight (403 for origins not allowed); None for others."""
+        if not is_preflight(request):
+            return None
+        allowed = self.headers_for(request.headers.get("Origin"))
+        if not allowed:
+            raise ApiError(403, "CorsOriginNotAllowed", "this origin may not call the agent")
+        requested = request.headers.get("Access-Control-Request-Headers")
+        headers = {
+            **allowed,
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": requested or CORS_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+        return web.Response(status=204, headers=headers)
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Signal handler: set CORS headers on every response (streamed ones too)."""

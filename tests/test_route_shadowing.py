@@ -8,6 +8,7 @@ With COMFYUI_DIR set, the data file itself is checked against ComfyUI's own rout
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -53,14 +54,14 @@ async def agent_app() -> web.Application:
 
 async def handler_for(app: web.Application, method: str, path: str) -> Any:
     match = await app.router.resolve(make_mocked_request(method, path, app=app))
-    return match.handler
+    return inspect.unwrap(match.handler)  # behind the front door (agent.http.front_door)
 
 
 def agent_routes(app: web.Application) -> list[tuple[str, str]]:
     """(method, template) of every route the agent answers itself."""
     own = []
     for route in app.router.routes():
-        if route.handler is proxy or route.resource is None:
+        if inspect.unwrap(route.handler) is proxy or route.resource is None:
             continue
         info = route.resource.get_info()
         template = info.get("formatter") or info.get("path") or info.get("prefix") or ""

@@ -26,17 +26,14 @@ then, and the scheme always). `Origin: null` is refused (ComfyUI lets it through
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from agent.errors import ApiError
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -142,18 +139,12 @@ class OriginGuard:
             return True
         return is_same_origin_request(headers) or self._allowed(origin)
 
-    def middleware(self) -> Middleware:
-        """403 `OriginNotAllowed` for a foreign origin, before anything else happens."""
-
-        @web.middleware
-        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not self.allows(request.headers):
-                raise ApiError(
-                    403,
-                    "OriginNotAllowed",
-                    f"requests from {request.headers['Origin']!r} may not use this agent:"
-                    " not its own address and not in --cors-origins",
-                )
-            return await handler(request)
-
-        return guard
+    def check(self, request: web.Request) -> None:
+        """Raise 403 `OriginNotAllowed` for a foreign origin."""
+        if not self.allows(request.headers):
+            raise ApiError(
+                403,
+                "OriginNotAllowed",
+                f"requests from {request.headers['Origin']!r} may not use this agent:"
+                " not its own address and not in --cors-origins",
+            )
