@@ -80,6 +80,8 @@ def test_command_from_the_environment_is_a_json_list(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AGENT_COMMAND", '["python", "main.py"]')
     assert parse_settings([]).command == ["python", "main.py"]
     assert parse_settings(["--", "run", "it"]).command == ["run", "it"]
+    monkeypatch.setenv("AGENT_COMMAND", "python main.py")
+    assert error_of([]) == "--command: Value error, AGENT_COMMAND must be a JSON list of strings"
 
 
 def test_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
