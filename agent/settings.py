@@ -7,13 +7,14 @@ import json
 import os
 import shlex
 import socket
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.inputs import DEFAULT_IMAGE_INPUTS, parse_input_specs
+from agent.settings_environment import env_names, environment_values
 
 COMFYUI_RELEASE = "v0.3.64"
 COMFYUI_REPOSITORY = "https://github.com/Comfy-Org/ComfyUI.git"
@@ -238,29 +239,6 @@ class AgentSettings(BaseModel):
         return f"http://127.0.0.1:{self.comfyui_port}"
 
 
-def env_names(name: str) -> tuple[str, ...]:
-    """The environment variables of a setting, the first one set wins: AGENT_<NAME> or aliases."""
-    alias = AgentSettings.model_fields[name].validation_alias
-    if isinstance(alias, AliasChoices):
-        return tuple(choice for choice in alias.choices if isinstance(choice, str))
-    return (f"AGENT_{name.upper()}",)
-
-
-def environment_values(environ: Mapping[str, str], skip: Container[str] = ()) -> dict[str, str]:
-    """The settings environ sets, but those in skip, keyed as AgentSettings takes them."""
-    # Names match case-insensitively, as they always have (agent_port works like AGENT_PORT).
-    lowered = {key.lower(): value for key, value in environ.items()}
-    values: dict[str, str] = {}
-    for name, field in AgentSettings.model_fields.items():
-        found = [env for env in env_names(name) if env.lower() in lowered]
-        if name in skip or not found:
-            continue
-        # An aliased setting is keyed by its variable, so an error names what was wrong.
-        key = found[0] if field.validation_alias is not None else name
-        values[key] = lowered[found[0].lower()]
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one flag per setting, defaults shown."""
     parser = argparse.ArgumentParser(
@@ -277,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "command":
             continue
         flag = "--" + name.replace("_", "-")
-        env = env_names(name)[0]
+        env = env_names(name, field)[0]
         default = getattr(defaults, name, None) if field.default_factory is None else None
         if name == "store":
             default = _default_store()
@@ -313,7 +291,7 @@ def parse_settings(argv: Sequence[str]) -> AgentSettings:
     if command:
         flags["command"] = command
     # A flag hides its setting's variable: an alias key would win over the name in the model.
-    values: dict[str, Any] = environment_values(os.environ, skip=flags)
+    values: dict[str, Any] = environment_values(AgentSettings.model_fields, os.environ, flags)
     return AgentSettings.model_validate({**values, **flags})
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from agent.settings import AgentSettings, env_names
+from agent.settings import AgentSettings
+from agent.settings_environment import env_names
 
 
 def setting_env_names() -> set[str]:
     """Every name AgentSettings takes from the environment: AGENT_<FIELD>, or its aliases."""
-    return {env for name in AgentSettings.model_fields for env in env_names(name)}
+    fields = AgentSettings.model_fields
+    return {env for name, field in fields.items() for env in env_names(name, field)}
