@@ -8,6 +8,7 @@ once, interrupt the prompt, write nothing more.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,12 +46,55 @@ class RunClaim:
         # monotonic clock, which keeps counting while the process is frozen.
         self._confirmed_at = monotonic()
         self.superseded = False
+        # A claim still being taken (see taking()); None once it is known to be held.
+        self._taking: asyncio.Future[int | None] | None = None
+        # Why a claim being taken was not obtained (a store outage, or held elsewhere).
+        self.refusal: str | None = None
 
     @classmethod
     async def take(cls, store: Store, task_id: str, owner: str, lease: float) -> RunClaim | None:
         """Claim task_id for a new run (StoreError when unreachable); None if held elsewhere."""
         token = await store.claim(task_id, owner, lease)
         return None if token is None else cls(store, task_id, owner, token, lease)
+
+    @classmethod
+    def taking(cls, store: Store, task_id: str, owner: str, lease: float) -> RunClaim:
+        """A claim taken in the background, while the run starts.
+
+        Only for a task id this instance has just made up: nobody else can hold it, or
+        learn it before the run's first record, which waits for the claim (held()).
+        """
+        claim = cls(store, task_id, owner, 0, lease)
+        claim._taking = asyncio.ensure_future(store.claim(task_id, owner, lease))
+        return claim
+
+    @property
+    def refused(self) -> bool:
+        """True once a claim being taken is known not to be held (no waiting)."""
+        if self._taking is not None and self._taking.done():
+            self._settle(self._taking)
+        return self.refusal is not None
+
+    async def held(self) -> bool:
+        """Whether the run holds the claim, waiting for it while it is being taken."""
+        if self._taking is not None:
+            await asyncio.wait([self._taking])
+            self._settle(self._taking)
+        return self.refusal is None
+
+    def _settle(self, taking: asyncio.Future[int | None]) -> None:
+        if self._taking is None:
+            return
+        self._taking = None
+        if taking.cancelled():
+            self.refusal = "the claim was cancelled"
+        elif (exc := taking.exception()) is not None:
+            self.refusal = f"the task store could not be reached: {exc}"
+        elif (token := taking.result()) is None:
+            self.refusal = "the task is held by another run"
+        else:
+            self.token = token
+            self._confirmed_at = self._monotonic()
 
     @property
     def renew_every(self) -> float:
@@ -63,7 +107,7 @@ class RunClaim:
 
     async def renew(self) -> bool:
         """Renew the lease; False once the run was superseded (a store outage is not that)."""
-        if self.superseded:
+        if self.superseded or not await self.held():
             return False
         asked = self._monotonic()
         try:
@@ -97,5 +141,5 @@ class RunClaim:
 
     async def release(self) -> None:
         """End the claim (no effect once superseded); StoreError when unreachable."""
-        if not self.superseded:
+        if not self.superseded and await self.held():
             await self.store.release(self.task_id, self.token)

@@ -52,8 +52,8 @@ class RunLoop:
     metrics: Metrics
     hooks: RunHooks | None
 
-    async def _stop_superseded(self, handle: RunHandle) -> None:
-        """Interrupt the prompt of a run another run took over (it must not finish twice)."""
+    async def _stop_prompt(self, handle: RunHandle, why: str) -> None:
+        """Drop or interrupt the run's prompt on ComfyUI (a run that must not go on)."""
         prompt_id = handle.record.prompt_id
         if prompt_id is None:
             return
@@ -62,17 +62,19 @@ class RunLoop:
             await self._client.interrupt(prompt_id)
         except ComfyUIUnavailable as exc:
             log.warning(
-                "task %s: could not interrupt superseded prompt %s: %s",
+                "task %s: could not interrupt %s prompt %s: %s",
                 handle.task_id,
+                why,
                 prompt_id,
                 exc,
                 extra=task_log(handle),
             )
             return
         log.info(
-            "task %s: interrupted prompt %s of the superseded run",
+            "task %s: interrupted prompt %s of the %s run",
             handle.task_id,
             prompt_id,
+            why,
             extra=task_log(handle),
         )
 
@@ -132,6 +134,9 @@ class RunLoop:
             return
         if workflow is None:
             return  # _before_submit finished the task with its error
+        if writer.claim.refused:  # claimed in the background (a fresh id), and refused
+            self._finish(handle, TaskStatus.FAILED, _unclaimed(writer.claim.refusal))
+            return
         prompt_id = str(uuid.uuid4())
         tracker = ProgressTracker(handle.workflow.keys(), prompt_id)
         tracker.nodes = handle.record.progress
@@ -163,6 +168,10 @@ class RunLoop:
                 return
             handle.submitted = True
             handle.record.prompt_id = prompt_id
+            if not await writer.claim.held():
+                await self._stop_prompt(handle, "unclaimed")
+                self._finish(handle, TaskStatus.FAILED, _unclaimed(writer.claim.refusal))
+                return
             writer.mark_dirty(urgent=True)
             log.info(
                 "task %s: submitted as prompt %s", handle.task_id, prompt_id, extra=task_log(handle)
@@ -283,6 +292,10 @@ class RunLoop:
         prompt_id = handle.record.prompt_id
         if prompt_id is not None:
             self._events.deliver(prompt_id, ConnectionGap(connected=self._events.connected))
+
+
+def _unclaimed(refusal: str | None) -> TaskError:
+    return TaskError(type="store_error", message=f"the task could not be claimed: {refusal}")
 
 
 def _validation_error(exc: PromptRejected) -> TaskError:

@@ -76,6 +76,8 @@ class TaskRunner(RunLoop):
         # Final records the store refused (outage): served from here and retried until stored.
         self.finals = UnsavedFinals(store, self.metrics, clock)
         self._starting: set[str] = set()
+        # Claims of ended runs being released, by task id (see _run).
+        self._releasing: dict[str, asyncio.Future[None]] = {}
         self.accepting = True
         # Runs that ended here (final record written): readers' caches check it.
         self.finished_runs = 0
@@ -89,12 +91,15 @@ class TaskRunner(RunLoop):
         params: dict[str, Any] | None = None,
         delivery: object = None,
         durable_start: bool = True,
+        fresh_id: bool = False,
     ) -> RunHandle:
         """Claim the task, write its first record and run it in the background.
 
         app and params (an app run) are kept in the task record; delivery is passed to the
         run hooks as it is. durable_start False: the first record is written while the run
         starts (for callers answered only when it ends; the claim already holds the task).
+        fresh_id: the task id was made up here for this run, so nobody else can hold it;
+        it is claimed while the prompt is being posted (the run stops if that fails).
         """
         if not self.accepting:
             raise ShuttingDown("the agent is shutting down")
@@ -104,15 +109,10 @@ class TaskRunner(RunLoop):
             raise QueueFull(f"{len(self.active)} tasks are queued or running on this instance")
         self._starting.add(task_id)
         try:
-            try:
-                claim = await RunClaim.take(
-                    self._store, task_id, self._instance, self.options.lease
-                )
-            except StoreError as exc:
-                self.metrics.store_failure()
-                raise StoreUnavailable(str(exc)) from exc
-            if claim is None:
-                raise TaskAlreadyRunning(task_id, here=False)
+            releasing = self._releasing.get(task_id)
+            if releasing is not None:  # the task's last run here is giving up its claim
+                await asyncio.shield(releasing)
+            claim = await self._claim(task_id, fresh_id)
             handle = self._new_handle(task_id, workflow)
             handle.record.app, handle.record.params = app, params
             handle.delivery = delivery
@@ -130,6 +130,19 @@ class TaskRunner(RunLoop):
         self.active[task_id] = handle
         handle.task = asyncio.create_task(self._run(handle, writer, claim), name=f"run-{task_id}")
         return handle
+
+    async def _claim(self, task_id: str, fresh_id: bool) -> RunClaim:
+        lease = self.options.lease
+        if fresh_id:
+            return RunClaim.taking(self._store, task_id, self._instance, lease)
+        try:
+            claim = await RunClaim.take(self._store, task_id, self._instance, lease)
+        except StoreError as exc:
+            self.metrics.store_failure()
+            raise StoreUnavailable(str(exc)) from exc
+        if claim is None:
+            raise TaskAlreadyRunning(task_id, here=False)
+        return claim
 
     def _new_handle(self, task_id: str, workflow: dict[str, dict[str, Any]]) -> RunHandle:
         now = self._clock()
@@ -217,8 +230,14 @@ class TaskRunner(RunLoop):
         pending = [h.task for h in self.active.values() if h.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        await self._released()
         await self.finals.store_all()
         return len(self.active)
+
+    async def _released(self, timeout: float = 5.0) -> None:
+        """Wait for the claims of ended runs to be given up (before the store closes)."""
+        if self._releasing:
+            await asyncio.wait(list(self._releasing.values()), timeout=timeout)
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; give running tasks `grace` seconds, then interrupt the rest."""
@@ -237,6 +256,7 @@ class TaskRunner(RunLoop):
                 await self.interrupt(handle.task_id)
             if still:
                 await asyncio.wait(still, timeout=5.0)
+        await self._released()
         await self.finals.stop_retrying()
         await self.finals.store_all()
         for task_id in self.unsaved:
@@ -271,11 +291,14 @@ class TaskRunner(RunLoop):
                 await cancel_watch
             # Final write first: a reader must never find the task gone from this instance
             # while the store still holds an older state.
-            if not await writer.close():
+            if not await writer.close() and not claim.refused:
                 self.finals.add(handle.snapshot(), claim.token)
             if handle.superseded:
-                await self._stop_superseded(handle)
-            await self._release(claim)
+                await self._stop_prompt(handle, "superseded")
+            # The claim is released after the run is done (its caller may be answered now):
+            # the final record is stored, and a new run of the task id waits for it.
+            releasing = asyncio.ensure_future(self._release(claim))
+            self._releasing[handle.task_id] = releasing
             self.active.pop(handle.task_id, None)
             record = handle.record
             outcome = "superseded" if handle.superseded else record.status.value
@@ -287,6 +310,9 @@ class TaskRunner(RunLoop):
             handle.ended.set()
             handle.done.set()
             await handle.notify()
+            await releasing
+            if self._releasing.get(handle.task_id) is releasing:
+                del self._releasing[handle.task_id]
 
     async def _release(self, claim: RunClaim) -> None:
         try:

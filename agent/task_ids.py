@@ -24,6 +24,13 @@ def task_id_from_headers(headers: Mapping[str, str], query: Mapping[str, str] | 
     return str(uuid.uuid4())
 
 
+def names_task(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> bool:
+    """True when the caller chose the task id (else task_id_from_headers makes one up)."""
+    return any(headers.get(name) for name in TASK_ID_HEADERS) or any(
+        (query or {}).get(name) for name in ("task_id", "task-id")
+    )
+
+
 def is_async_invocation(headers: Mapping[str, str]) -> bool:
     """True when Function Compute delivers this request as an async invocation.
 

@@ -15,6 +15,11 @@
 - The claim's `token` is the fence (store.fencing): a take-over writes the previous token
   plus one; a release only marks the claim expired and keeps the token, so the superseded
   run stays refused after the new run ended. A claim file is swept only with its task.
+  A new claim and a release are not fsynced (renewals are): on NFS, close() already
+  commits the data and link/rename are synchronous on the server; on a local disk only a
+  power loss of this very machine could lose them, and it stops the run that held the
+  claim too. A claim file found empty then counts as garbage and is taken over with a
+  token from the clock (store.fencing), newer than any it held.
 - ``<task_id>.cancel`` holds ``{"requested_at", "expires_at"}`` (written atomically); it is
   removed by every new claim and by the sweeper once expired or when its task expires.
 
@@ -106,7 +111,7 @@ def claim(claims: Path, task_id: str, owner: str, lease: float) -> int | None:
     for _ in range(_CLAIM_ROUNDS):
         now = time.time()
         fresh = Claim(owner, now + lease, next_token(None, now), secrets.token_hex(8))
-        if create_exclusively(claims, task_id, path, claim_bytes(fresh)):
+        if create_exclusively(claims, task_id, path, claim_bytes(fresh), sync=False):
             unlink(cancel_path(claims, task_id))
             return fresh.token
         found = read_file(path)
@@ -121,7 +126,7 @@ def claim(claims: Path, task_id: str, owner: str, lease: float) -> int | None:
         # Expired, released, ours, or garbage: take it over, unless someone else does.
         previous = None if current is None else current.token
         mine = Claim(owner, now + lease, next_token(previous, now), secrets.token_hex(8))
-        if not _rewrite(claims, task_id, path, found[0], mine):
+        if not _rewrite(claims, task_id, path, found[0], mine, sync=False):
             return None  # another instance took it over (or renewed it) at the same moment
         unlink(cancel_path(claims, task_id))
         return mine.token
@@ -154,7 +159,9 @@ def release(claims: Path, task_id: str, token: int) -> None:
     # a live one cannot be taken over meanwhile.
     if current is None or current.token != token or current.expires_at <= now:
         return
-    _rewrite(claims, task_id, path, found[0], current._replace(expires_at=now))
+    # Not fsynced (see above): a release lost in a crash leaves the claim live until its
+    # lease ends, as if its owner had died.
+    _rewrite(claims, task_id, path, found[0], current._replace(expires_at=now), sync=False)
 
 
 def current_token(claims: Path, task_id: str) -> int | None:
@@ -245,7 +252,9 @@ def cancel_expiry(data: bytes) -> float | None:
         return None
 
 
-def _rewrite(claims: Path, task_id: str, path: Path, judged: bytes, new: Claim) -> bool:
+def _rewrite(
+    claims: Path, task_id: str, path: Path, judged: bytes, new: Claim, *, sync: bool = True
+) -> bool:
     """Replace the claim file, read as `judged`, with new; False if another got there first."""
     digest = hashlib.sha256(judged).hexdigest()[:32]
     marker = claims / f".{task_id}.{digest}{TAKE_SUFFIX}"
@@ -255,7 +264,7 @@ def _rewrite(claims: Path, task_id: str, path: Path, judged: bytes, new: Claim) 
         now_found = read_file(path)
         if now_found is None or now_found[0] != judged:
             return False  # changed since it was judged: whatever it is now is not ours to judge
-        write_atomically(claims, task_id, claim_bytes(new), CLAIM_SUFFIX)
+        write_atomically(claims, task_id, claim_bytes(new), CLAIM_SUFFIX, sync=sync)
         return True
     finally:
         unlink(marker)
@@ -289,9 +298,11 @@ def is_marker_name(name: str) -> bool:
     return name.startswith(".") and (name.endswith(TAKE_SUFFIX) or name.endswith(".stale"))
 
 
-def create_exclusively(claims: Path, task_id: str, path: Path, data: bytes) -> bool:
+def create_exclusively(
+    claims: Path, task_id: str, path: Path, data: bytes, *, sync: bool = True
+) -> bool:
     """Create path holding data unless it exists; True when this call created it."""
-    temp = write_temp(claims, task_id, data)
+    temp = write_temp(claims, task_id, data, sync=sync)
     try:
         os.link(temp, path)
     except FileExistsError:

@@ -377,8 +377,10 @@ async def test_store_writes_are_coalesced(tmp_path: Path) -> None:
         prompt["2"]["inputs"]["steps"] = 30  # 30 progress events, 0.02 s apart
         status, _, _ = await post_run(agent, prompt)
         assert status == 200
-    # queued + submitted + running + a few flushes + final, not one per event.
-    assert writes[0] == "queued" and writes[-1] == "succeeded"
+    # The first record (settled: queued, or running already) + a few flushes + the final,
+    # not one per event.
+    assert writes[0] in ("queued", "running") and writes[-1] == "succeeded"
+    assert writes.count("succeeded") == 1
     assert len(writes) <= 10, writes
 
 

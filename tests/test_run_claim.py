@@ -72,13 +72,14 @@ async def test_an_outage_during_renewal_is_not_a_take_over() -> None:
     assert not claim.superseded and len(failures) == 1
 
 
-def writer_for(claim: RunClaim, record: TaskRecord) -> RecordWriter:
+def writer_for(claim: RunClaim, record: TaskRecord, settle: float = 0.02) -> RecordWriter:
     return RecordWriter(
         claim,
         lambda: record.model_copy(deep=True),
         interval=0.01,
         clock=lambda: 0.0 + asyncio.get_running_loop().time(),
         on_failure=lambda exc: None,
+        settle=settle,
     )
 
 
@@ -115,3 +116,78 @@ async def test_writer_of_a_superseded_run_writes_nothing_more(noticed_by: str) -
     assert claim.superseded
     stored = await store.load("task-1")
     assert stored is not None and stored.instance == "b" and stored.status is TaskStatus.QUEUED
+
+
+class CountingStore(MemoryStore):
+    """A memory store that remembers the status of every record written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[TaskStatus] = []
+
+    async def save(self, task: TaskRecord, *, token: int | None = None) -> None:
+        self.written.append(task.status)
+        await super().save(task, token=token)
+
+
+async def test_a_run_ending_while_its_changes_settle_writes_its_final_record_only() -> None:
+    store, clock = CountingStore(), Clock()
+    claim = await take(store, clock, lease=30)
+    record = TaskRecord(task_id="task-1", status=TaskStatus.QUEUED, instance="a")
+    writer = writer_for(claim, record)
+    writer.start_soon()
+    record.status = TaskStatus.RUNNING
+    writer.mark_dirty(urgent=True)
+    record.status = TaskStatus.SUCCEEDED
+    assert await writer.close()
+    assert store.written == [TaskStatus.SUCCEEDED]
+
+
+async def test_a_change_is_written_once_it_settled_and_the_ones_behind_it_go_along() -> None:
+    store, clock = CountingStore(), Clock()
+    claim = await take(store, clock, lease=30)
+    record = TaskRecord(task_id="task-1", status=TaskStatus.QUEUED, instance="a")
+    writer = writer_for(claim, record, settle=0.3)
+    writer.start_soon()
+    await asyncio.sleep(0.01)  # within the settle time: the queued state is not out yet
+    record.status = TaskStatus.RUNNING
+    writer.mark_dirty(urgent=True)
+    await asyncio.sleep(0.8)
+    assert store.written == [TaskStatus.RUNNING]
+    stored = await store.load("task-1")
+    assert stored is not None and stored.status is TaskStatus.RUNNING
+    record.status = TaskStatus.SUCCEEDED
+    assert await writer.close()
+    assert store.written == [TaskStatus.RUNNING, TaskStatus.SUCCEEDED]
+
+
+async def test_a_claim_taken_in_the_background_is_held_once_the_store_gave_a_token() -> None:
+    store = MemoryStore()
+    claim = RunClaim.taking(store, "task-1", "a", 30)
+    assert not claim.refused
+    assert await claim.held() and claim.token > 0
+    assert await store.claim("task-1", "b", 30) is None  # really held
+    await claim.release()
+    assert await store.claim("task-1", "b", 30) is not None
+
+
+class DownStore(MemoryStore):
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        raise StoreError("down")
+
+
+async def test_a_claim_taken_in_the_background_can_be_refused_and_then_writes_nothing() -> None:
+    store = DownStore()
+    claim = RunClaim.taking(store, "task-1", "a", 30)
+    assert not await claim.held()
+    assert claim.refused and "could not be reached" in (claim.refusal or "")
+    record = TaskRecord(task_id="task-1", status=TaskStatus.SUCCEEDED, instance="a")
+    writer = writer_for(claim, record)
+    writer.start_soon()
+    assert not await writer.close()
+    assert await store.load("task-1") is None
+    await claim.release()  # nothing to release, and no error
+    held_elsewhere = MemoryStore()
+    assert await held_elsewhere.claim("task-1", "b", 30) is not None
+    other = RunClaim.taking(held_elsewhere, "task-1", "a", 30)
+    assert not await other.held() and other.refusal == "the task is held by another run"

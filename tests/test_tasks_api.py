@@ -355,6 +355,43 @@ async def test_store_outage_mid_run_does_not_lose_the_final_state(tmp_path: Path
                 await asyncio.sleep(0.05)
 
 
+class ClaimOutage(FlakyStore):
+    """Claims fail after `delay` s (a store that went down), everything else works."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
+        await asyncio.sleep(self.delay)
+        raise StoreError("store unreachable (test outage)")
+
+
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_sync_run_that_cannot_be_claimed_answers_503_and_runs_nothing(
+    tmp_path: Path, named: bool
+) -> None:
+    async with running_agent(tmp_path) as agent:
+        store = agent.services.store
+        # A made-up task id is claimed while its prompt is posted: the claim fails after it.
+        agent.services.runner._store = ClaimOutage(store, delay=0.3)
+        marker = f"unclaimed_{uuid.uuid4().hex[:6]}"
+        headers = {"task-id": "unclaimed-named"} if named else {}
+        before = await prompts_run_by_comfyui(agent)
+        status, answer_headers, body = await request(
+            agent, "POST", "/api/run", slow_prompt(40, marker), **headers
+        )
+        assert status == 503 and body["message"] == "StoreError", body
+        task_id = answer_headers["X-Task-Id"]
+        assert await store.load(task_id) is None
+        # The prompt, posted or not, does not run to its end (40 steps take 0.8 s).
+        await asyncio.sleep(1.2)
+        assert not list((agent.fake_dir / "output").glob(f"{marker}*"))
+        if named:
+            assert await prompts_run_by_comfyui(agent) == before  # refused before posting
+        assert not agent.services.runner.active
+
+
 async def test_fc_initialize_and_pre_stop_hooks(agent: AgentUnderTest) -> None:
     status, _, body = await request(agent, "POST", "/initialize")
     assert status == 200 and body == {"ready": True}

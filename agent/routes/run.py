@@ -41,7 +41,7 @@ from agent.runner import (
     TaskAlreadyRunning,
 )
 from agent.services import Services, services
-from agent.task_ids import is_async_invocation
+from agent.task_ids import is_async_invocation, names_task
 from agent.task_watch import wait_for_end
 from store.records import TaskRecord, TaskStatus
 
@@ -69,6 +69,7 @@ async def start_run(
     delivery: object = None,
     *,
     durable_start: bool = True,
+    fresh_id: bool = False,
 ) -> RunHandle:
     """Start a run, turning refusals into API errors (409 when it runs anywhere already)."""
     try:
@@ -79,6 +80,7 @@ async def start_run(
             params=run.params,
             delivery=delivery,
             durable_start=durable_start,
+            fresh_id=fresh_id,
         )
     except TaskAlreadyRunning as exc:
         raise ApiError(
@@ -118,14 +120,20 @@ async def outcome_of(svc: Services, handle: RunHandle) -> TaskRecord:
 
 
 async def run_and_answer(
-    svc: Services, task_id: str, run: RunRequest, plan: DeliveryPlan, mode: str
+    svc: Services,
+    task_id: str,
+    run: RunRequest,
+    plan: DeliveryPlan,
+    mode: str,
+    *,
+    fresh_id: bool = False,
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
     """Run to the end and build the answer, its files read while the final record is stored.
 
     The answer is returned only once that write is done: a caller never holds a result
-    the store does not have yet.
+    the store does not have yet. fresh_id: the task id was made up for this request.
     """
-    handle = await start_run(svc, task_id, run, plan, durable_start=False)
+    handle = await start_run(svc, task_id, run, plan, durable_start=False, fresh_id=fresh_id)
     await asyncio.shield(handle.ended.wait())
     answer = asyncio.ensure_future(
         finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format)
@@ -220,7 +228,11 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
             svc, record, mode, require_results=here, image_format=plan.image_format
         )
     else:
-        record, status, body = await run_and_answer(svc, task_id, run, plan, mode)
+        fresh_id = not names_task(request.headers)
+        with errors_name_task(task_id):
+            record, status, body = await run_and_answer(
+                svc, task_id, run, plan, mode, fresh_id=fresh_id
+            )
     headers = task_headers(task_id, record.status)
     if async_invocation:
         status = async_status(record, status)
