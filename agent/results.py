@@ -7,7 +7,7 @@ import base64
 from typing import Any, Protocol
 
 from agent.delivery.image_format import ImageFormat
-from store.records import TaskRecord
+from store.records import OutputFile, TaskRecord
 
 
 class FileSource(Protocol):
@@ -18,34 +18,81 @@ class FileSource(Protocol):
         ...
 
 
+class EncodedFiles:
+    """Output files read and base64-encoded, each once, starting as soon as it is known.
+
+    A run's files can be started while ComfyUI is still busy (its `executed` event names
+    them once they are written), so the answer need not wait for them after the end.
+    """
+
+    def __init__(
+        self,
+        source: FileSource,
+        *,
+        concurrency: int = 4,
+        image_format: ImageFormat | None = None,
+    ) -> None:
+        self._source = source
+        self._limit = asyncio.Semaphore(concurrency)
+        self._image_format = image_format
+        self._jobs: dict[tuple[str, str, str], asyncio.Future[str]] = {}
+
+    def start(self, file: OutputFile) -> asyncio.Future[str]:
+        """Begin reading file (once); its base64 is the future's result."""
+        key = (file.filename, file.subfolder, file.type)
+        job = self._jobs.get(key)
+        if job is None:
+            job = asyncio.ensure_future(self._encode(*key))
+            self._jobs[key] = job
+        return job
+
+    async def of_record(self, record: TaskRecord) -> dict[str, list[str]]:
+        """Node id -> base64 of each of its output files, in the order they were recorded."""
+        results: dict[str, list[str]] = {}
+        for node_id, node in record.progress.items():
+            if node.images:
+                jobs = [self.start(file) for file in node.images]
+                results[node_id] = list(await asyncio.gather(*jobs))
+        return results
+
+    def close(self) -> None:
+        """Drop what was started and is not needed any more (the run failed, say)."""
+        for job in self._jobs.values():
+            if not job.done():
+                job.cancel()
+            elif not job.cancelled():
+                job.exception()  # retrieved: a failed read nobody awaits is not an error
+
+    async def _encode(self, filename: str, subfolder: str, file_type: str) -> str:
+        async with self._limit:
+            data = await self._source.view(filename, subfolder, file_type)
+        image_format = self._image_format
+        if image_format is not None and image_format.applies_to(filename):
+            converted = await asyncio.to_thread(image_format.convert_bytes, data)
+            data = converted if converted is not None else data
+        return base64.b64encode(data).decode("ascii")
+
+
 async def fetch_results(
     client: FileSource,
     record: TaskRecord,
     *,
     concurrency: int = 4,
     image_format: ImageFormat | None = None,
+    started: EncodedFiles | None = None,
 ) -> dict[str, list[str]]:
     """Node id -> base64 of each of its output files, in the order they were recorded.
 
     With image_format, still images are converted (a copy; the file stays as it is).
+    started: the files of this record already being read (the run's own, see EncodedFiles).
     """
-    limit = asyncio.Semaphore(concurrency)
-
-    async def fetch(filename: str, subfolder: str, file_type: str) -> str:
-        async with limit:
-            data = await client.view(filename, subfolder, file_type)
-        if image_format is not None and image_format.applies_to(filename):
-            converted = await asyncio.to_thread(image_format.convert_bytes, data)
-            data = converted if converted is not None else data
-        return base64.b64encode(data).decode("ascii")
-
-    results: dict[str, list[str]] = {}
-    for node_id, node in record.progress.items():
-        if not node.images:
-            continue
-        jobs = [fetch(f.filename, f.subfolder, f.type) for f in node.images]
-        results[node_id] = list(await asyncio.gather(*jobs))
-    return results
+    if started is not None:
+        return await started.of_record(record)
+    files = EncodedFiles(client, concurrency=concurrency, image_format=image_format)
+    try:
+        return await files.of_record(record)
+    finally:
+        files.close()
 
 
 def progress_with_results(

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from store.records import TaskError, TaskRecord, TaskStatus
+from store.records import OutputFile, TaskError, TaskRecord, TaskStatus
 
 
 def task_log(record: TaskRecord | RunHandle | str) -> dict[str, str | None]:
@@ -73,6 +73,8 @@ class RunHandle:
     # Another run took the task over (agent.run_claim): this one stopped and wrote nothing;
     # the store holds the task's real state.
     superseded: bool = False
+    # Called with each output file as soon as ComfyUI reports it written (see outputs_of).
+    output_listeners: list[Callable[[OutputFile], object]] = field(default_factory=list)
 
     @property
     def task_id(self) -> str:
@@ -82,6 +84,15 @@ class RunHandle:
     def snapshot(self) -> TaskRecord:
         """A copy of the record that later changes do not touch."""
         return self.record.model_copy(deep=True)
+
+    def outputs_of(self, node_id: str | None) -> None:
+        """Tell the output listeners about the files node_id reported (its `executed`)."""
+        node = self.record.progress.get(node_id) if node_id is not None else None
+        if node is None or not self.output_listeners:
+            return
+        for file in node.images or ():
+            for listener in self.output_listeners:
+                listener(file)
 
     def set_abort(self, status: TaskStatus, error: TaskError) -> bool:
         """End the run with status and error at its next wake-up; False if already set."""

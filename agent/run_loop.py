@@ -18,7 +18,7 @@ from agent.submission import ChildBackend, submit_prompt
 from agent.workflow import PreparationError, PreparedWorkflow
 from comfyui.client import ComfyUIClient, ComfyUIUnavailable, PromptRejected
 from comfyui.event_stream import ConnectionGap, EventStream, Subscription
-from comfyui.events import BinaryFrame
+from comfyui.events import BinaryFrame, Executed
 from store.records import TaskError, TaskStatus
 
 log = logging.getLogger("agent.runner")
@@ -215,6 +215,8 @@ class RunLoop:
                 changed = tracker.apply(item, now)
                 for node_type, seconds in timer.apply(item, now):
                     self.metrics.node_executed(node_type, seconds)
+                if changed and isinstance(item, Executed):
+                    handle.outputs_of(item.node)  # its files are written: readers may start
             if not changed:
                 continue
             became_running = tracker.started and record.status is TaskStatus.QUEUED

@@ -153,9 +153,11 @@ class Delivery:
     def after_end(self, handle: RunHandle) -> None:
         """Send the webhook in the background (it outlives the request that started the run)."""
         plan = handle.delivery
+        if not isinstance(plan, DeliveryPlan) or plan.webhook_url is None:
+            return
         record = handle.snapshot()
         event = EVENT_TYPES.get(record.status)
-        if not isinstance(plan, DeliveryPlan) or plan.webhook_url is None or event is None:
+        if event is None:
             return
         task = asyncio.create_task(
             self._deliver(plan.webhook_url, event, record), name=f"webhook-{record.task_id}"

@@ -14,7 +14,7 @@ from aiohttp import web
 from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError, bad_request, task_error_status
 from agent.inputs import InputValueError
-from agent.results import fetch_results, progress_with_results
+from agent.results import EncodedFiles, fetch_results, progress_with_results
 from agent.services import Services
 from agent.task_ids import task_id_from_headers
 from agent.workflow import WorkflowError, extract_workflow
@@ -147,19 +147,23 @@ async def finished_body(
     *,
     require_results: bool = True,
     image_format: ImageFormat | None = None,
+    started: EncodedFiles | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Status and body for a finished task: the progress map, or the error with it.
 
     With require_results False (watching a task that may have run on another instance,
     whose output files this instance's ComfyUI may not see), files that cannot be read
-    are left out instead of failing the answer.
+    are left out instead of failing the answer. started: the run's files being read
+    since ComfyUI reported them (the image format is then theirs).
     """
     if record.status is TaskStatus.SUCCEEDED:
         results = None
         if mode == "base64":
             try:
                 source = services.output_files or services.client
-                results = await fetch_results(source, record, image_format=image_format)
+                results = await fetch_results(
+                    source, record, image_format=image_format, started=started
+                )
             except ComfyUIError as exc:
                 if not require_results:
                     log.info("task %s: results not inlined: %s", record.task_id, exc)

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from agent.delivery.plan import DeliveryPlan
 from agent.errors import ApiError, unavailable
+from agent.results import EncodedFiles
 from agent.routes.common import (
     RunReader,
     RunRequest,
@@ -134,9 +135,21 @@ async def run_and_answer(
     the store does not have yet. fresh_id: the task id was made up for this request.
     """
     handle = await start_run(svc, task_id, run, plan, durable_start=False, fresh_id=fresh_id)
+    files = EncodedFiles(svc.output_files or svc.client, image_format=plan.image_format)
+    if mode == "base64":
+        handle.output_listeners.append(files.start)  # read while ComfyUI finishes the run
+    try:
+        return await _answer_when_done(svc, handle, plan, mode, files)
+    finally:
+        files.close()
+
+
+async def _answer_when_done(
+    svc: Services, handle: RunHandle, plan: DeliveryPlan, mode: str, files: EncodedFiles
+) -> tuple[TaskRecord, int, dict[str, Any]]:
     await asyncio.shield(handle.ended.wait())
     answer = asyncio.ensure_future(
-        finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format)
+        finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format, started=files)
     )
     try:
         await asyncio.shield(handle.done.wait())
