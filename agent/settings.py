@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.inputs import DEFAULT_IMAGE_INPUTS, parse_input_specs
+from agent.settings_environment import env_names, environment_values
 
 COMFYUI_RELEASE = "v0.3.64"
 COMFYUI_REPOSITORY = "https://github.com/Comfy-Org/ComfyUI.git"
@@ -36,10 +37,14 @@ def _default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class AgentSettings(BaseSettings):
-    """Every knob of the agent; each has an env var (AGENT_<NAME> unless noted)."""
+class AgentSettings(BaseModel):
+    """Every knob of the agent; each has an env var (AGENT_<NAME> unless noted).
 
-    model_config = SettingsConfigDict(env_prefix="AGENT_", extra="ignore", populate_by_name=True)
+    The model reads no environment itself: `parse_settings` puts flags over it.
+    """
+
+    # Defaults are validated too (the apps directory, the image inputs, the log level).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_default=True)
 
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(9000, ge=0, le=65535, description="port to listen on (FC's default)")
@@ -55,7 +60,7 @@ class AgentSettings(BaseSettings):
     comfyui_python: str | None = Field(
         None, description="interpreter for ComfyUI's main.py (default: this one)"
     )
-    comfyui_args: Annotated[list[str], NoDecode] = Field(
+    comfyui_args: list[str] = Field(
         default_factory=list,
         validation_alias=AliasChoices("COMFYUI_ARGS", "AGENT_COMFYUI_ARGS"),
         description="extra ComfyUI arguments, shell-quoted (env COMFYUI_ARGS)",
@@ -85,19 +90,19 @@ class AgentSettings(BaseSettings):
         description="seconds a watcher of a lost task keeps watching (its owner may come back)",
     )
     token: str = Field("", repr=False, description="bearer token for /api/* (empty: no auth)")
-    cors_origins: Annotated[list[str], NoDecode] = Field(
+    cors_origins: list[str] = Field(
         default_factory=list, description="comma-separated allowed CORS origins"
     )
     proxy: Literal["all", "readonly", "none"] = Field(
         "all", description="pass-through of other paths to ComfyUI"
     )
     max_body: int = Field(64 * 1024 * 1024, ge=1024, description="largest request body, bytes")
-    url_fetch_allow: Annotated[list[str], NoDecode] = Field(
+    url_fetch_allow: list[str] = Field(
         default_factory=list, description="hosts/CIDRs image URLs may reach despite the block"
     )
     max_input_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest input image")
     url_fetch_timeout: float = Field(30.0, gt=0, description="seconds to fetch an image URL")
-    image_inputs: Annotated[list[str], NoDecode] = Field(
+    image_inputs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_IMAGE_INPUTS),
         description="comma-separated ClassType.input names that take images",
     )
@@ -162,6 +167,17 @@ class AgentSettings(BaseSettings):
     def _split_args(cls, value: Any) -> Any:
         return shlex.split(value) if isinstance(value, str) else value
 
+    @field_validator("command", mode="before")
+    @classmethod
+    def _json_command(cls, value: Any) -> Any:
+        # AGENT_COMMAND is a JSON list; the flags give the command after `--` as a list.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("AGENT_COMMAND must be a JSON list of strings") from None
+        return value
+
     @field_validator("cors_origins", "url_fetch_allow", "image_inputs", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -223,10 +239,6 @@ class AgentSettings(BaseSettings):
         return f"http://127.0.0.1:{self.comfyui_port}"
 
 
-# Flags whose env var is not AGENT_<NAME>.
-_ENV_NAMES = {"comfyui_dir": "COMFYUI_DIR", "comfyui_args": "COMFYUI_ARGS"}
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one flag per setting, defaults shown."""
     parser = argparse.ArgumentParser(
@@ -243,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "command":
             continue
         flag = "--" + name.replace("_", "-")
-        env = _ENV_NAMES.get(name, f"AGENT_{name.upper()}")
+        env = env_names(name, field)[0]
         default = getattr(defaults, name, None) if field.default_factory is None else None
         if name == "store":
             default = _default_store()
@@ -275,10 +287,12 @@ def parse_settings(argv: Sequence[str]) -> AgentSettings:
     if "--" in args:
         index = args.index("--")
         args, command = args[:index], args[index + 1 :]
-    values: dict[str, Any] = dict(vars(build_parser().parse_args(args)))
+    flags: dict[str, Any] = dict(vars(build_parser().parse_args(args)))
     if command:
-        values["command"] = command
-    return AgentSettings(**values)
+        flags["command"] = command
+    # A flag hides its setting's variable: an alias key would win over the name in the model.
+    values: dict[str, Any] = environment_values(AgentSettings.model_fields, os.environ, flags)
+    return AgentSettings.model_validate({**values, **flags})
 
 
 def settings_error_message(exc: ValidationError) -> str:
