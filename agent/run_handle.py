@@ -86,7 +86,7 @@ class RunHandle:
 
     def snapshot(self) -> TaskRecord:
         """A copy of the record that later changes do not touch."""
-        return self.record.model_copy(deep=True)
+        return self.record.deep_copy()
 
     def outputs_of(self, node_id: str | None) -> None:
         """Tell the output listeners about the files node_id reported (its `executed`)."""

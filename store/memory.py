@@ -50,14 +50,14 @@ class MemoryStore:
         validate_task_id(task_id)
         self._check_open()
         record = self._current(task_id, time.time())
-        return None if record is None else record.model_copy(deep=True)
+        return None if record is None else record.deep_copy()
 
     async def load_versioned(self, task_id: str) -> tuple[TaskRecord, TaskRecord] | None:
         """load(), with the stored object as the version (every save stores a new one)."""
         validate_task_id(task_id)
         self._check_open()
         record = self._current(task_id, time.time())
-        return None if record is None else (record.model_copy(deep=True), record)
+        return None if record is None else (record.deep_copy(), record)
 
     async def version(self, task_id: str) -> TaskRecord | None:
         """The stored object itself; compared by the caller, never changed by this store."""
@@ -161,7 +161,7 @@ class MemoryStore:
                 # Every save stores a new object: identity tells a new version apart.
                 if record is not None and record is not seen:
                     seen = record
-                    yield record.model_copy(deep=True)
+                    yield record.deep_copy()
                     if record.status.is_terminal:
                         return
                 await event.wait()

@@ -126,6 +126,12 @@ class TaskRecord(BaseModel):
         """Serialise for storage."""
         return self.model_dump_json()
 
+    def deep_copy(self) -> TaskRecord:
+        """A copy later changes to this record do not touch."""
+        # Dump and validate: about 3x faster than model_copy(deep=True)'s copy.deepcopy,
+        # which mattered with a copy per store write and per answer of big workflows.
+        return TaskRecord.model_validate(self.model_dump())
+
     @classmethod
     def from_json(cls, data: str | bytes) -> TaskRecord:
         """Parse a stored record."""

@@ -152,8 +152,9 @@ async def _answer_when_done(
     svc: Services, handle: RunHandle, plan: DeliveryPlan, mode: str, files: EncodedFiles
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
     await asyncio.shield(handle.ended.wait())
+    final = handle.snapshot()  # terminal: the run changes nothing more in it
     answer = asyncio.ensure_future(
-        finished_body(svc, handle.snapshot(), mode, image_format=plan.image_format, started=files)
+        finished_body(svc, final, mode, image_format=plan.image_format, started=files)
     )
     try:
         await asyncio.shield(handle.done.wait())
@@ -170,7 +171,7 @@ async def _answer_when_done(
         )
         return record, status, body
     status, body = await answer
-    return handle.snapshot(), status, body
+    return final, status, body
 
 
 async def run_idempotently(
