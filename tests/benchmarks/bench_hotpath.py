@@ -18,6 +18,9 @@ references so that a noisy machine slows both alike:
   returning the same bytes; without wrk, an in-process aiohttp load of the same shape;
 - the agent's RSS when idle (ready, before any run) and at the end.
 
+Images are saved as `agent-bench_*` and, when the output directory is given (or the fake's),
+deleted before each store and at the end: ComfyUI slows down as its output folder fills.
+
 Prints a table; asserts nothing. A Redis store URL should carry a `?prefix=` of its own:
 its keys are deleted at the end.
 """
@@ -49,6 +52,8 @@ from tests.benchmarks.bench_agent import AGENT, delete_prefixed_keys, rss_kib
 from tests.fake_comfyui.fixtures import free_port, start_fake_comfyui
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The SaveImage prefix of every image the benchmark makes (and deletes again).
+OUTPUT_PREFIX = "agent-bench"
 # Runs `agent.cli` from the tree in $BENCH_AGENT_SOURCE, ahead of this checkout's editable
 # install (whose import hook would otherwise win over sys.path).
 FROM_SOURCE = """
@@ -63,6 +68,21 @@ STORE_URLS = {
     "memory": "memory://",
     "redis": "redis://127.0.0.1:6379/0?prefix=bench-{run}:",
 }
+
+
+def remove_outputs(directory: Path | None) -> int:
+    """Delete the images the benchmark made in ComfyUI's output directory; count them.
+
+    ComfyUI's SaveImage lists its output folder to number each new file, so thousands of
+    old benchmark images slow every run down as they pile up.
+    """
+    if directory is None:
+        return 0
+    removed = 0
+    for path in directory.glob(f"{OUTPUT_PREFIX}_*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def fresh_prompt() -> dict[str, Any]:
@@ -80,7 +100,7 @@ def fresh_prompt() -> dict[str, Any]:
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
         "3": {
             "class_type": "SaveImage",
-            "inputs": {"images": ["2", 0], "filename_prefix": "bench"},
+            "inputs": {"images": ["2", 0], "filename_prefix": OUTPUT_PREFIX},
         },
     }
 
@@ -413,6 +433,7 @@ async def main(args: argparse.Namespace) -> None:
             fake = await start_fake_comfyui(tmp, "--slow-delay", "0.0")
             comfy = ComfyUI(fake.url, fake.output_dir)
             target = "the fake ComfyUI (tests/fake_comfyui)"
+        outputs = comfy.output_dir
         if args.no_output_dir:
             comfy.output_dir = None
         results = []
@@ -421,6 +442,8 @@ async def main(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession(connector=connector) as session:
                 await wait_http(session, f"{comfy.url}/system_stats")
                 for name, store in zip(names, stores, strict=True):
+                    # Each store starts on the same ComfyUI output folder (see remove_outputs).
+                    await asyncio.to_thread(remove_outputs, outputs)
                     try:
                         result = await measure_store(args, comfy, name, store, tmp, session)
                         results.append(result)
@@ -428,6 +451,7 @@ async def main(args: argparse.Namespace) -> None:
                         if store.startswith(("redis://", "rediss://")):
                             await delete_prefixed_keys(store)
         finally:
+            await asyncio.to_thread(remove_outputs, outputs)
             if fake is not None:
                 await fake.stop()
     report(results, args, target)
