@@ -88,9 +88,10 @@ def create_app(settings: AgentSettings, backend: ComfyUIBackend) -> web.Applicat
     add("POST", "/api/run", run_sync)
     add("GET", "/api/run/ws", run_ws)
     add("GET", "/api/status", get_status)
-    add("POST", "/api/tasks", create_task)
+    # Before POST /api/tasks: the router tries both for /api/tasks/..., polls come first.
     add("GET", "/api/tasks/{task_id}", get_task)
     add("DELETE", "/api/tasks/{task_id}", delete_task)
+    add("POST", "/api/tasks", create_task)
     add("GET", "/api/apps", list_apps)
     add("GET", "/api/apps/{app_id}", get_app)
     add("POST", "/api/apps/{app_id}/run", run_app)
