@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from agent.delivery.image_format import ImageFormat
 from store.records import OutputFile, TaskRecord
+
+
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A FileSource that can start reading a file at once (on a thread), not on its turn."""
+
+    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | None] | None:
+        """The file's bytes being read already; None when it must be viewed instead."""
+        ...
 
 
 class FileSource(Protocol):
@@ -42,7 +51,10 @@ class EncodedFiles:
         key = (file.filename, file.subfolder, file.type)
         job = self._jobs.get(key)
         if job is None:
-            job = asyncio.ensure_future(self._encode(*key))
+            # Started on a thread right now: the run that reported the file is still busy
+            # on the event loop (its end arrives right behind its last file).
+            early = self._source.read_soon(file) if isinstance(self._source, ReadsAhead) else None
+            job = asyncio.ensure_future(self._encode(*key, early))
             self._jobs[key] = job
         return job
 
@@ -63,9 +75,17 @@ class EncodedFiles:
             elif not job.cancelled():
                 job.exception()  # retrieved: a failed read nobody awaits is not an error
 
-    async def _encode(self, filename: str, subfolder: str, file_type: str) -> str:
-        async with self._limit:
-            data = await self._source.view(filename, subfolder, file_type)
+    async def _encode(
+        self,
+        filename: str,
+        subfolder: str,
+        file_type: str,
+        early: asyncio.Future[bytes | None] | None,
+    ) -> str:
+        data = await early if early is not None else None
+        if data is None:
+            async with self._limit:
+                data = await self._source.view(filename, subfolder, file_type)
         image_format = self._image_format
         if image_format is not None and image_format.applies_to(filename):
             converted = await asyncio.to_thread(image_format.convert_bytes, data)

@@ -90,15 +90,24 @@ async def test_a_sync_run_reads_each_output_once_and_early_ones_before_it_ends(
     async with running_agent(tmp_path) as agent:
         services = agent.services
         assert services.output_files is not None
-        original = services.output_files.view
+        files = services.output_files
+        original_view, original_read_soon = files.view, files.read_soon
         reads: list[tuple[str, bool]] = []
 
-        async def view(filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+        def note(filename: str) -> None:
             running = any(not h.ended.is_set() for h in services.runner.active.values())
             reads.append((filename, running))
-            return await original(filename, subfolder, file_type)
 
-        services.output_files.view = view  # type: ignore[method-assign]
+        async def view(filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+            note(filename)
+            return await original_view(filename, subfolder, file_type)
+
+        def read_soon(file: OutputFile) -> asyncio.Future[bytes | None] | None:
+            note(file.filename)
+            return original_read_soon(file)
+
+        files.view = view  # type: ignore[method-assign]
+        files.read_soon = read_soon  # type: ignore[method-assign]
         marker = uuid.uuid4().hex[:6]
         status, _, body = await post_run(agent, branching_prompt(marker))
     assert status == 200, body

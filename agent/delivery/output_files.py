@@ -72,6 +72,13 @@ class OutputFiles:
                 return data
         return await self._client.view(filename, subfolder, file_type)
 
+    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | None] | None:
+        """Start reading the file from the output directory on a thread now (None: it is
+        not there to read, view() asks ComfyUI); the future's None: not found after all."""
+        if self._output_dir is None or file.type != "output":
+            return None
+        return asyncio.get_running_loop().run_in_executor(None, self._read_local, file)
+
     def _read_local(self, file: OutputFile) -> bytes | None:
         path = self.in_output_dir(file)
         if path is None:
