@@ -118,27 +118,32 @@ class FileStore:
         # superseded within the flush interval and a crash ends the run's lease anyway.
         sync = task.status.is_terminal
         try:
-            if token is None:
-                await self.start()
-                spare = self._spares.take() if sync else None
-                await asyncio.to_thread(_write_plain, self._dir, task_id, data, sync, spare)
-            else:
-                await self._start_claims()
-                spare = self._spares.take() if sync else None
-                await asyncio.to_thread(
-                    file_claims.write_fenced,
-                    self._dir,
-                    self._claims,
-                    task_id,
-                    data,
-                    SUFFIX,
-                    token,
-                    sync=sync,
-                    spare=spare,
-                )
+            with self._spares.writing():
+                await self._write(task_id, data, sync, token)
         except OSError as exc:
             raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
         self._watchers.notify(task_id)
+
+    async def _write(self, task_id: str, data: bytes, sync: bool, token: int | None) -> None:
+        # Only terminal records wait for the disk, written over a spare when one is ready.
+        if token is None:
+            await self.start()
+            spare = self._spares.take() if sync else None
+            await asyncio.to_thread(_write_plain, self._dir, task_id, data, sync, spare)
+            return
+        await self._start_claims()
+        spare = self._spares.take() if sync else None
+        await asyncio.to_thread(
+            file_claims.write_fenced,
+            self._dir,
+            self._claims,
+            task_id,
+            data,
+            SUFFIX,
+            token,
+            sync=sync,
+            spare=spare,
+        )
 
     async def load(self, task_id: str) -> TaskRecord | None:
         """Read the record; None when unknown or expired, StoreError when not a task record."""

@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from store.file_io import FILE_MODE, TEMP_SUFFIX, unlink
@@ -47,6 +47,11 @@ class SpareFiles:
     ) -> None:
         self._dir = directory
         self._keep = keep
+        # Spares are made while the store writes nothing else (see writing()): in a burst
+        # of final writes, flushing spares too would double the flushes the burst waits for.
+        self._writes = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Older spares are dropped before the sweeper (temp_max_age) could remove them.
         self._max_age = max_age
         self._clock = clock
@@ -68,6 +73,18 @@ class SpareFiles:
         self.refill()
         return spare
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around each of the store's writes: spares are made only between them."""
+        self._writes += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._writes -= 1
+            if not self._writes:
+                self._idle.set()
+
     def refill(self) -> None:
         """Make spares in the background until `keep` are ready (no-op while one is made)."""
         if self._closed or self._failed or len(self._ready) >= self._keep:
@@ -88,6 +105,7 @@ class SpareFiles:
 
     async def _make_spares(self) -> None:
         while not self._closed and len(self._ready) < self._keep:
+            await self._idle.wait()
             try:
                 path = await asyncio.to_thread(make_spare, self._dir)
             except OSError as exc:

@@ -117,3 +117,14 @@ async def test_spares_too_old_to_trust_are_not_handed_out(tmp_path: Path) -> Non
     await pool.close()
     os.unlink(fresh)  # handed out: the caller's to use or remove
     assert spares(tmp_path) == []
+
+
+async def test_spares_are_made_only_while_the_store_writes_nothing_else(tmp_path: Path) -> None:
+    pool = SpareFiles(tmp_path, keep=1)
+    with pool.writing():
+        pool.refill()
+        await asyncio.sleep(0.2)
+        assert spares(tmp_path) == []  # a burst of final writes is not slowed by spares
+    await ready(tmp_path, 1)
+    await pool.close()
+    assert spares(tmp_path) == []
