@@ -9,11 +9,12 @@ once, interrupt the prompt, write nothing more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from store.base import ClaimSuperseded, Store
+from store.base import ClaimSuperseded, Store, StoreError
 
 log = logging.getLogger("agent.claim")
 
@@ -143,3 +144,54 @@ class RunClaim:
         """End the claim (no effect once superseded); StoreError when unreachable."""
         if not self.superseded and await self.held():
             await self.store.release(self.task_id, self.token)
+
+
+# How long an ended run's claim waits for its caller's answer to be sent before it is
+# released anyway (a stuck client connection must not hold the task).
+ANSWER_WAIT = 1.0
+
+
+class ClaimReleases:
+    """The claims of ended runs being released, by task id.
+
+    A claim is released once the run's caller has its answer (RunHandle.answered), so that
+    the release's store I/O does not slow the answer down; a new run of the same task id on
+    this instance waits for it, and shutdown waits for all of them.
+    """
+
+    def __init__(self, on_failure: Callable[[], None]) -> None:
+        self._on_failure = on_failure
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    def start(self, claim: RunClaim, after: asyncio.Event | None = None) -> asyncio.Future[None]:
+        """Release claim (after `after` is set, or ANSWER_WAIT s) in the background."""
+        releasing = asyncio.ensure_future(self.release(claim, after))
+        self._pending[claim.task_id] = releasing
+        releasing.add_done_callback(lambda _: self._forget(claim.task_id, releasing))
+        return releasing
+
+    async def release(self, claim: RunClaim, after: asyncio.Event | None = None) -> None:
+        """Release claim now (after `after`); a store outage is counted, not raised."""
+        if after is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWER_WAIT):
+                    await after.wait()
+        try:
+            await claim.release()
+        except StoreError:
+            self._on_failure()  # the claim expires with its lease anyway
+
+    async def wait(self, task_id: str) -> None:
+        """Wait for the release of task_id's last claim here, if one is under way."""
+        releasing = self._pending.get(task_id)
+        if releasing is not None:
+            await asyncio.shield(releasing)
+
+    async def wait_all(self, timeout: float = 5.0) -> None:
+        """Wait up to timeout s for every release under way (before the store closes)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()), timeout=timeout)
+
+    def _forget(self, task_id: str, releasing: asyncio.Future[None]) -> None:
+        if self._pending.get(task_id) is releasing:
+            del self._pending[task_id]

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from agent.record_writer import RecordWriter
-from agent.run_claim import RunClaim
+from agent.run_claim import ClaimReleases, RunClaim
 from agent.run_errors import QueueFull, ShuttingDown, StoreUnavailable, TaskAlreadyRunning
 from agent.run_handle import RunHandle, RunHooks, RunOptions, task_log
 from agent.run_loop import Readiness, RunLoop, WorkflowPreparer
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("agent.runner")
-
-# How long an ended run's claim waits for its caller's answer to be sent before it is
-# released anyway (a stuck client connection must not hold the task).
-ANSWER_WAIT = 1.0
 
 
 class TaskRunner(RunLoop):
@@ -80,8 +76,7 @@ class TaskRunner(RunLoop):
         # Final records the store refused (outage): served from here and retried until stored.
         self.finals = UnsavedFinals(store, self.metrics, clock)
         self._starting: set[str] = set()
-        # Claims of ended runs being released, by task id (see _run).
-        self._releasing: dict[str, asyncio.Future[None]] = {}
+        self._releases = ClaimReleases(self.metrics.store_failure)
         self.accepting = True
         # Runs that ended here (final record written): readers' caches check it.
         self.finished_runs = 0
@@ -113,9 +108,7 @@ class TaskRunner(RunLoop):
             raise QueueFull(f"{len(self.active)} tasks are queued or running on this instance")
         self._starting.add(task_id)
         try:
-            releasing = self._releasing.get(task_id)
-            if releasing is not None:  # the task's last run here is giving up its claim
-                await asyncio.shield(releasing)
+            await self._releases.wait(task_id)  # the task's last run here gives its claim up
             claim = await self._claim(task_id, fresh_id)
             handle = self._new_handle(task_id, workflow)
             handle.record.app, handle.record.params = app, params
@@ -124,7 +117,7 @@ class TaskRunner(RunLoop):
             if not durable_start:
                 writer.start_soon()
             elif not await writer.start():
-                await self._release(claim)
+                await self._releases.release(claim)
                 if claim.superseded:  # taken over by another delivery in this instant
                     raise TaskAlreadyRunning(task_id, here=False)
                 raise StoreUnavailable("the store refused the task's first record")
@@ -234,14 +227,9 @@ class TaskRunner(RunLoop):
         pending = [h.task for h in self.active.values() if h.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=grace)
-        await self._released()
+        await self._releases.wait_all()
         await self.finals.store_all()
         return len(self.active)
-
-    async def _released(self, timeout: float = 5.0) -> None:
-        """Wait for the claims of ended runs to be given up (before the store closes)."""
-        if self._releasing:
-            await asyncio.wait(list(self._releasing.values()), timeout=timeout)
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; give running tasks `grace` seconds, then interrupt the rest."""
@@ -260,7 +248,7 @@ class TaskRunner(RunLoop):
                 await self.interrupt(handle.task_id)
             if still:
                 await asyncio.wait(still, timeout=5.0)
-        await self._released()
+        await self._releases.wait_all()
         await self.finals.stop_retrying()
         await self.finals.store_all()
         for task_id in self.unsaved:
@@ -299,8 +287,7 @@ class TaskRunner(RunLoop):
                 await self._stop_prompt(handle, "superseded")
             # The claim is released after the run is done and its caller answered: the
             # final record is stored, and a new run of the task id waits for the release.
-            releasing = asyncio.ensure_future(self._release(claim, handle.answered))
-            self._releasing[handle.task_id] = releasing
+            releasing = self._releases.start(claim, handle.answered)
             self.active.pop(handle.task_id, None)
             record = handle.record
             outcome = "superseded" if handle.superseded else record.status.value
@@ -315,18 +302,6 @@ class TaskRunner(RunLoop):
             with contextlib.suppress(asyncio.CancelledError):
                 await cancel_watch
             await releasing
-            if self._releasing.get(handle.task_id) is releasing:
-                del self._releasing[handle.task_id]
-
-    async def _release(self, claim: RunClaim, after: asyncio.Event | None = None) -> None:
-        if after is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ANSWER_WAIT):
-                    await after.wait()
-        try:
-            await claim.release()
-        except StoreError:
-            self.metrics.store_failure()  # the claim expires with its lease anyway
 
     async def _watch_cancel(self, handle: RunHandle, run_ended: asyncio.Event) -> None:
         """Interrupt the run when another instance asked for it through the store."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.record_writer import RecordWriter
-from agent.run_claim import RunClaim
+from agent.run_claim import ClaimReleases, RunClaim
 from store import MemoryStore, StoreError, TaskRecord, TaskStatus
 
 
@@ -191,3 +191,22 @@ async def test_a_claim_taken_in_the_background_can_be_refused_and_then_writes_no
     assert await held_elsewhere.claim("task-1", "b", 30) is not None
     other = RunClaim.taking(held_elsewhere, "task-1", "a", 30)
     assert not await other.held() and other.refusal == "the task is held by another run"
+
+
+async def test_an_ended_runs_claim_is_released_once_its_caller_was_answered() -> None:
+    store, failures = MemoryStore(), []
+    releases = ClaimReleases(lambda: failures.append(1))
+    claim = await RunClaim.take(store, "task-1", "a", 30)
+    assert claim is not None
+    answered = asyncio.Event()
+    releases.start(claim, answered)
+    await asyncio.sleep(0.05)
+    assert await store.claim("task-1", "b", 30) is None  # still held: the answer is not out
+    waiting = asyncio.ensure_future(releases.wait("task-1"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # a new run of the task id here waits for the release
+    answered.set()
+    await asyncio.wait_for(waiting, 1)
+    assert await store.claim("task-1", "b", 30) is not None
+    await releases.wait_all()
+    assert failures == []
