@@ -57,8 +57,7 @@ class RecordWriter:
         self._settle = settle
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()
-        self._closing = False
-        self._closing_event = asyncio.Event()
+        self._closing = asyncio.Event()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self.writes = 0
@@ -95,10 +94,9 @@ class RecordWriter:
 
         A superseded run writes nothing and answers True: there is nothing left to store.
         """
-        # Told to stop, never cancelled: a file write finishing in its thread after the
-        # final one would put an older state back.
-        self._closing = True
-        self._closing_event.set()
+        # Never cancelled mid-write: a file write finishing in its thread after the final
+        # one would put an older state back.
+        self._closing.set()
         self._dirty.set()
         self._urgent.set()
         if self._flusher is not None:
@@ -121,18 +119,18 @@ class RecordWriter:
 
     async def _flush_loop(self) -> None:
         renew_every = self._claim.renew_every
-        while not self._closing and not self._claim.superseded:
+        while not self._closing.is_set() and not self._claim.superseded:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(renew_every):
                     await self._dirty.wait()
-            if self._closing:
+            if self._closing.is_set():
                 return
             # Let the change settle: the ones right behind it go in the same write, and a
             # run that ends meanwhile skips straight to its final write.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settle):
-                    await self._closing_event.wait()
-            if self._closing:
+                    await self._closing.wait()
+            if self._closing.is_set():
                 return
             self._dirty.clear()
             self._urgent.clear()

@@ -91,6 +91,8 @@ class RunClaim:
             self.refusal = "the claim was cancelled"
         elif (exc := taking.exception()) is not None:
             self.refusal = f"the task store could not be reached: {exc}"
+            if self.on_failure is not None and isinstance(exc, Exception):
+                self.on_failure(exc)  # counted like the outage of a claim taken up front
         elif (token := taking.result()) is None:
             self.refusal = "the task is held by another run"
         else:

@@ -179,8 +179,11 @@ class DownStore(MemoryStore):
 async def test_a_claim_taken_in_the_background_can_be_refused_and_then_writes_nothing() -> None:
     store = DownStore()
     claim = RunClaim.taking(store, "task-1", "a", 30)
+    outages: list[Exception] = []
+    claim.on_failure = outages.append
     assert not await claim.held()
     assert claim.refused and "could not be reached" in (claim.refusal or "")
+    assert len(outages) == 1  # counted as a store failure, like an outage at take()
     record = TaskRecord(task_id="task-1", status=TaskStatus.SUCCEEDED, instance="a")
     writer = writer_for(claim, record)
     writer.start_soon()
