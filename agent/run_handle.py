@@ -65,6 +65,9 @@ class RunHandle:
     # run ends with this status and error at its next wake-up.
     abort: tuple[TaskStatus, TaskError] | None = None
     aborted: asyncio.Event = field(default_factory=asyncio.Event)
+    # What the run waits on before its prompt is posted (ComfyUI ready, inputs uploaded):
+    # an abort cancels it at once.
+    waiting: asyncio.Future[Any] | None = None
     submitted: bool = False
     task: asyncio.Task[None] | None = None
     # What the request asked of delivery (agent.delivery.DeliveryPlan); the runner only
@@ -103,6 +106,8 @@ class RunHandle:
             return False
         self.abort = (status, error)
         self.aborted.set()
+        if self.waiting is not None:
+            self.waiting.cancel()
         return True
 
     async def notify(self) -> None:

@@ -117,18 +117,22 @@ class RunLoop:
     async def _execute(self, handle: RunHandle, writer: RecordWriter) -> None:
         options = self.options
         deadline = self._clock() + options.run_timeout
-        # Waiting for ComfyUI, uploading inputs: an interrupt or a shutdown ends this at once.
+        # Waiting for ComfyUI, uploading inputs: an interrupt or a shutdown ends this at once
+        # (set_abort cancels it), without racing a second task against it on every run.
+        if handle.abort is not None:  # stopped before it began
+            self._finish(handle, *handle.abort)
+            return
         waiting = asyncio.ensure_future(self._before_submit(handle))
-        aborted = asyncio.ensure_future(handle.aborted.wait())
+        handle.waiting = waiting
         try:
-            await asyncio.wait({waiting, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            workflow = await waiting
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not waiting.cancelled() or (current is not None and current.cancelling()):
+                raise  # this run itself is cancelled, not just its wait
+            workflow = None
         finally:
-            aborted.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
-        workflow = waiting.result() if not waiting.cancelled() else None
+            handle.waiting = None
         if handle.abort is not None:
             self._finish(handle, *handle.abort)
             return
