@@ -49,6 +49,8 @@ class RunClaim:
         self.superseded = False
         # A claim still being taken (see taking()); None once it is known to be held.
         self._taking: asyncio.Future[int | None] | None = None
+        # A claim to be taken at the first held() (see taking()).
+        self._deferred = False
         # Why a claim being taken was not obtained (a store outage, or held elsewhere).
         self.refusal: str | None = None
 
@@ -60,13 +62,14 @@ class RunClaim:
 
     @classmethod
     def taking(cls, store: Store, task_id: str, owner: str, lease: float) -> RunClaim:
-        """A claim taken in the background, while the run starts.
+        """A claim taken later, while the run goes on: the first held() starts taking it.
 
         Only for a task id this instance has just made up: nobody else can hold it, or
-        learn it before the run's first record, which waits for the claim (held()).
+        learn it before the run's first record, which waits for the claim (held()). The
+        run asks once its prompt is posted, so the claim's store I/O does not slow the post.
         """
         claim = cls(store, task_id, owner, 0, lease)
-        claim._taking = asyncio.ensure_future(store.claim(task_id, owner, lease))
+        claim._deferred = True
         return claim
 
     @property
@@ -78,6 +81,11 @@ class RunClaim:
 
     async def held(self) -> bool:
         """Whether the run holds the claim, waiting for it while it is being taken."""
+        if self._deferred:
+            self._deferred = False
+            self._taking = asyncio.ensure_future(
+                self.store.claim(self.task_id, self.owner, self.lease)
+            )
         if self._taking is not None:
             await asyncio.wait([self._taking])
             self._settle(self._taking)

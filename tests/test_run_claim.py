@@ -171,6 +171,16 @@ async def test_a_claim_taken_in_the_background_is_held_once_the_store_gave_a_tok
     assert await store.claim("task-1", "b", 30) is not None
 
 
+async def test_a_background_claim_is_not_asked_for_until_the_run_needs_it() -> None:
+    # The run posts its prompt first, then asks (held()): the post waits for no store I/O.
+    store = MemoryStore()
+    claim = RunClaim.taking(store, "task-1", "a", 30)
+    await asyncio.sleep(0.05)
+    assert not claim.refused
+    assert await store.claim("task-1", "b", 30) is not None  # nothing was taken meanwhile
+    assert not await claim.held() and claim.refusal == "the task is held by another run"
+
+
 class DownStore(MemoryStore):
     async def claim(self, task_id: str, owner: str, lease: float) -> int | None:
         raise StoreError("down")
