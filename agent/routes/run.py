@@ -107,7 +107,7 @@ async def run_to_end(
 async def outcome_of(svc: Services, handle: RunHandle) -> TaskRecord:
     """The final record of a run started here: its own, or, when another run took the task
     over meanwhile (this one was then stopped), that run's, followed through the store."""
-    await asyncio.shield(handle.done.wait())
+    await handle.done.wait()  # the run goes on if the caller leaves: it is a task of its own
     if not handle.superseded:
         return handle.snapshot()
     lease = svc.runner.options.lease
@@ -131,10 +131,10 @@ async def run_and_answer(
     fresh_id: bool = False,
     answered: asyncio.Event | None = None,
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
-    """Run to the end and build the answer, its files read while the final record is stored.
+    """Run to the end and build the answer, its files read while ComfyUI finishes the run.
 
-    The answer is returned only once that write is done: a caller never holds a result
-    the store does not have yet. fresh_id: the task id was made up for this request.
+    The answer is built only once the final record is stored: a caller never holds a
+    result the store does not have yet. fresh_id: the task id was made up for this request.
     answered: set once the answer is sent (the run's claim is released after it).
     """
     handle = await start_run(svc, task_id, run, plan, durable_start=False, fresh_id=fresh_id)
@@ -151,26 +151,21 @@ async def run_and_answer(
 async def _answer_when_done(
     svc: Services, handle: RunHandle, plan: DeliveryPlan, mode: str, files: EncodedFiles
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
-    await asyncio.shield(handle.ended.wait())
-    final = handle.snapshot()  # terminal: the run changes nothing more in it
-    answer = asyncio.ensure_future(
-        finished_body(svc, final, mode, image_format=plan.image_format, started=files)
-    )
-    try:
-        await asyncio.shield(handle.done.wait())
-    except BaseException:
-        answer.cancel()
-        raise
+    # The answer is built once the final record is stored, not beside its write: the
+    # writer thread would wait for the GIL between its system calls while this runs.
+    await handle.done.wait()
     if handle.superseded:
         # Another run took the task over: answer with its outcome, as run_to_end does.
-        answer.cancel()
         record = await outcome_of(svc, handle)
         here = record.instance == svc.settings.instance
         status, body = await finished_body(
             svc, record, mode, require_results=here, image_format=plan.image_format
         )
         return record, status, body
-    status, body = await answer
+    final = handle.snapshot()
+    status, body = await finished_body(
+        svc, final, mode, image_format=plan.image_format, started=files
+    )
     return final, status, body
 
 
