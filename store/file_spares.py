@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import time
@@ -31,6 +32,9 @@ log = logging.getLogger("store.file")
 
 # One 8 KiB spare holds the final record of a workflow of a few dozen nodes.
 SPARE_SIZE = 8192
+# Spares are made only after the store wrote nothing for this long: a final write is
+# followed by its answer, which a spare's flush on a thread would slow (GIL, disk).
+QUIET = 0.005
 SPARE_PREFIX = ".spare."
 
 
@@ -44,9 +48,12 @@ class SpareFiles:
         keep: int = 2,
         max_age: float = 1800.0,
         clock: Callable[[], float] = time.monotonic,
+        quiet: float = QUIET,
     ) -> None:
         self._dir = directory
         self._keep = keep
+        self._quiet = quiet
+        self._last_write = -math.inf
         # Spares are made while the store writes nothing else (see writing()): in a burst
         # of final writes, flushing spares too would double the flushes the burst waits for.
         self._writes = 0
@@ -82,6 +89,7 @@ class SpareFiles:
             yield
         finally:
             self._writes -= 1
+            self._last_write = self._clock()
             if not self._writes:
                 self._idle.set()
 
@@ -106,6 +114,10 @@ class SpareFiles:
     async def _make_spares(self) -> None:
         while not self._closed and len(self._ready) < self._keep:
             await self._idle.wait()
+            wait = self._last_write + self._quiet - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue  # look again: another write may have come meanwhile
             try:
                 path = await asyncio.to_thread(make_spare, self._dir)
             except OSError as exc:

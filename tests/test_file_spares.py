@@ -128,3 +128,15 @@ async def test_spares_are_made_only_while_the_store_writes_nothing_else(tmp_path
     await ready(tmp_path, 1)
     await pool.close()
     assert spares(tmp_path) == []
+
+
+async def test_spares_wait_until_the_store_has_been_quiet(tmp_path: Path) -> None:
+    # A final write is followed by its answer: a spare flushed right then would slow it.
+    pool = SpareFiles(tmp_path, keep=1, quiet=0.3)
+    with pool.writing():
+        pool.refill()
+    await asyncio.sleep(0.15)
+    assert spares(tmp_path) == []
+    await ready(tmp_path, 1)
+    await pool.close()
+    assert spares(tmp_path) == []
