@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 from collections.abc import Mapping
@@ -70,10 +69,12 @@ def randomize_seeds(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
     """A copy where `seed`/`noise_seed` inputs equal to -1 hold a fresh random seed.
 
-    Also returns every seed the run uses (node id -> input -> value), so the task record
-    can say which seed made an image.
+    Nodes and their `inputs` are copied, so inputs can be set in the copy (seeds here,
+    uploaded images' names later); deeper values (links, lists) are shared, and nothing
+    changes them in place. Also returns every seed the run uses (node id -> input ->
+    value), so the task record can say which seed made an image.
     """
-    result: dict[str, dict[str, Any]] = copy.deepcopy({k: dict(v) for k, v in workflow.items()})
+    result = {node_id: _node_copy(node) for node_id, node in workflow.items()}
     used: dict[str, dict[str, int]] = {}
     for node_id, node in result.items():
         inputs = node.get("inputs")
@@ -87,6 +88,14 @@ def randomize_seeds(
                 value = inputs[name] = rng.randint(0, MAX_RANDOM_SEED)
             used.setdefault(node_id, {})[name] = value
     return result, used
+
+
+def _node_copy(node: Mapping[str, Any]) -> dict[str, Any]:
+    copied = dict(node)
+    inputs = copied.get("inputs")
+    if isinstance(inputs, dict):
+        copied["inputs"] = dict(inputs)
+    return copied
 
 
 # Real workflows nest a few levels (inputs holding link lists); anything deeper is abuse

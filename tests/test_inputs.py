@@ -204,3 +204,7 @@ def test_seeds_of_minus_one_are_filled_and_every_seed_is_recorded() -> None:
     }
     again, _ = randomize_seeds(flow, random.Random(8))
     assert again["1"]["inputs"]["seed"] != first
+    # Inputs set in the copy later (an uploaded image's name) leave the caller's alone too.
+    prepared["3"]["inputs"]["image"] = "uploaded.png"
+    prepared["3"]["class_type"] = "Changed"
+    assert flow["3"] == {"class_type": "KSampler", "inputs": {"seed": 42}}
