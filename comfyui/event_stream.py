@@ -50,6 +50,8 @@ class Subscription:
 
     async def get(self, timeout: float) -> StreamItem | None:
         """Next item, or None when nothing arrived within timeout seconds."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()  # events come in bursts: no timer for these
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         try:
             async with asyncio.timeout(timeout):
