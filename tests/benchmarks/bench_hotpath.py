@@ -1,7 +1,7 @@
 """Benchmark of the hot path, side by side with its references, in one run.
 
     .venv/bin/python -m tests.benchmarks.bench_hotpath [--comfyui-url URL [--comfyui-output-dir D]]
-        [--stores file,memory,redis] [--runs 60] [--concurrency 64] [--duration 8]
+        [--stores file,memory,redis] [--runs 500] [--concurrency 64] [--duration 8]
 
 Without --comfyui-url it starts the fake ComfyUI on loopback; with it, it attaches to that
 ComfyUI (give its --output-directory as --comfyui-output-dir when this machine can read it,
@@ -480,7 +480,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--stores", default="file", help="comma-separated: file, memory, redis or store URLs"
     )
-    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=500)
     parser.add_argument(
         "--block", type=int, default=10, help="sequential runs of one side before the other's"
     )
