@@ -18,7 +18,6 @@ the next one; only the marker makes an install count as done.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime
 import errno
@@ -27,14 +26,14 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.bootstrap_steps import BootstrapError, run_step, torch_flavor
 
 __all__ = [
     "CPU_TORCH_INDEX",
@@ -57,34 +56,7 @@ _TORCH_PACKAGES = ("torch", "torchvision", "torchaudio")
 # name, so no leading "-" (option injection), no "..", nothing a shell or path would mangle.
 _REF_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*")
 # Output lines kept to explain a failed step, and how much of each line is logged.
-_TAIL_LINES = 20
-_MAX_LINE_CHARS = 2000
 _LOCK_POLL_INTERVAL = 0.25
-_NVIDIA_SMI_TIMEOUT = 30.0
-
-
-class BootstrapError(RuntimeError):
-    """A bootstrap step failed; names the step, the command and its last output lines."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        step: str,
-        command: Sequence[str] = (),
-        returncode: int | None = None,
-        output: Sequence[str] = (),
-    ) -> None:
-        self.step = step
-        self.command = list(command)
-        self.returncode = returncode
-        self.output = list(output)
-        text = f"ComfyUI bootstrap failed at step {step!r}: {message}"
-        if self.command:
-            text += f"\n  command: {shlex.join(self.command)}"
-        if self.output:
-            text += "\n  last output:\n" + "\n".join(f"    {line}" for line in self.output)
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -200,15 +172,15 @@ async def _bootstrap(
         }
         clone = [git, "-c", "advice.detachedHead=false", "clone", "--depth", "1"]
         clone += ["--branch", ref, "--", repository, str(tmp)]
-        await _run("git clone", clone, tag="git", env=git_env)
+        await run_step("git clone", clone, tag="git", env=git_env)
         rev_parse = [git, "-C", str(tmp), "rev-parse", "HEAD"]
-        head = await _run("git rev-parse", rev_parse, tag="git", env=git_env)
+        head = await run_step("git rev-parse", rev_parse, tag="git", env=git_env)
         commit = head[-1].strip() if head else None
         if not await asyncio.to_thread((tmp / "main.py").is_file):
             raise BootstrapError(f"{repository} at {ref} has no main.py", step="git clone")
 
         _log.info("creating the venv for ComfyUI in %s", venv)
-        await _run("venv", [python, "-m", "venv", str(venv)], tag="venv")
+        await run_step("venv", [python, "-m", "venv", str(venv)], tag="venv")
         new_python = str(venv_python(venv))
         pip_cmd = list(pip) if pip is not None else [new_python, "-m", "pip"]
         pip_env = {
@@ -220,20 +192,20 @@ async def _bootstrap(
 
         # Torch first, from the right index: requirements.txt lists a bare `torch`, which
         # would otherwise pull the multi-GB CUDA build from PyPI even on CPU-only machines.
-        flavor = await _torch_flavor(torch, nvidia_smi)
+        flavor = await torch_flavor(torch, nvidia_smi)
         if flavor != "skip":
             command = [*pip_cmd, "install", *_TORCH_PACKAGES]
             if flavor == "cpu":
                 command += ["--index-url", cpu_torch_index]
             _log.info("installing torch (%s) into %s; this can take several minutes", flavor, venv)
-            await _run("pip install torch", command, tag="pip", env=pip_env)
+            await run_step("pip install torch", command, tag="pip", env=pip_env)
 
         requirements = tmp / "requirements.txt"
         if await asyncio.to_thread(requirements.is_file):
             _log.info("installing requirements of ComfyUI %s into %s", ref, venv)
             command = [*pip_cmd, "install", "-r", str(requirements)]
             # cwd: relative paths in requirements.txt are meant relative to the checkout.
-            await _run("pip install requirements", command, tag="pip", env=pip_env, cwd=tmp)
+            await run_step("pip install requirements", command, tag="pip", env=pip_env, cwd=tmp)
 
         await asyncio.to_thread(os.rename, tmp, target)
         await asyncio.to_thread(
@@ -335,103 +307,3 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
         # Closing releases the lock. The file stays: unlinking it would let a waiter lock
         # the old inode while a newcomer locks a new file, both "holding" the lock.
         os.close(fd)
-
-
-async def _torch_flavor(torch: str, nvidia_smi: str) -> str:
-    """Resolve `auto` to cuda (a working nvidia-smi) or cpu."""
-    if torch != "auto":
-        return torch
-    flavor = "cuda" if await _has_nvidia_gpu(nvidia_smi) else "cpu"
-    _log.info(
-        "torch=auto: %s",
-        "nvidia-smi works, using CUDA" if flavor == "cuda" else "no GPU found, using CPU",
-    )
-    return flavor
-
-
-async def _has_nvidia_gpu(nvidia_smi: str) -> bool:
-    """True when `nvidia_smi` is on PATH and exits 0 (a driver and a GPU are there)."""
-    executable = shutil.which(nvidia_smi)
-    if executable is None:
-        return False
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            executable,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except OSError:
-        return False
-    try:
-        async with asyncio.timeout(_NVIDIA_SMI_TIMEOUT):
-            return await proc.wait() == 0
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False
-
-
-async def _run(
-    step: str,
-    command: Sequence[str],
-    *,
-    tag: str,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> list[str]:
-    """Run one step, logging its output as "[tag] line"; return its last lines or raise."""
-    prefix = f"[{tag}] "
-    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            # Own process group, so that cancelling also stops what pip/git spawned.
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise BootstrapError(
-            f"cannot run {command[0]!r}: {exc}", step=step, command=command
-        ) from exc
-    assert proc.stdout is not None
-    try:
-        buffer = b""
-        while chunk := await proc.stdout.read(65536):
-            # Lines end at "\n" or "\r" (progress bars); bound the buffer whatever comes.
-            lines = re.split(rb"\r\n|\r|\n", buffer + chunk)
-            buffer = lines.pop()[: _MAX_LINE_CHARS * 4]
-            for line in lines:
-                _emit(prefix, line, tail)
-        if buffer:
-            _emit(prefix, buffer, tail)
-        returncode = await proc.wait()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        raise
-    if returncode != 0:
-        raise BootstrapError(
-            f"exited with status {returncode}",
-            step=step,
-            command=command,
-            returncode=returncode,
-            output=list(tail),
-        )
-    return list(tail)
-
-
-def _emit(prefix: str, raw: bytes, tail: collections.deque[str]) -> None:
-    """Log one output line (skipping blank ones) and remember it for error messages."""
-    line = raw.decode("utf-8", errors="replace").rstrip()
-    if not line:
-        return
-    if len(line) > _MAX_LINE_CHARS:
-        line = line[:_MAX_LINE_CHARS] + " ..."
-    tail.append(line)
-    _log.info("%s%s", prefix, line)
