@@ -46,6 +46,7 @@ from store import file_claims
 from store.base import StoreError, validate_marker_name, validate_task_id
 from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.file_claims import CANCEL_SUFFIX, CLAIMS_DIR
+from store.file_fenced import EndedClaims, write_fenced
 from store.file_io import Signature, make_directory, write_atomically
 from store.file_spares import SpareFiles, write_spare
 from store.file_sweep import MARK_SUFFIX, SUFFIX, DirectorySweeper
@@ -85,6 +86,7 @@ class FileStore:
         self._sweeper: asyncio.Task[None] | None = None
         # Files for terminal records, made ahead of time (store.file_spares).
         self._spares = SpareFiles(self._dir, max_age=temp_max_age / 2)
+        self._ended_claims = EndedClaims()
 
     @property
     def directory(self) -> Path:
@@ -119,22 +121,24 @@ class FileStore:
         sync = task.status.is_terminal
         try:
             with self._spares.writing():
-                await self._write(task_id, data, sync, token)
+                after_claim = await self._write(task_id, data, sync, token)
         except OSError as exc:
             raise StoreError(f"cannot write task {task_id} in {self._dir}: {exc}") from exc
+        if after_claim and token is not None and task.status.is_terminal:
+            self._ended_claims.ended(task_id, token)
         self._watchers.notify(task_id)
 
-    async def _write(self, task_id: str, data: bytes, sync: bool, token: int | None) -> None:
+    async def _write(self, task_id: str, data: bytes, sync: bool, token: int | None) -> bool:
         # Only terminal records wait for the disk, written over a spare when one is ready.
         if token is None:
             await self.start()
             spare = self._spares.take() if sync else None
             await asyncio.to_thread(_write_plain, self._dir, task_id, data, sync, spare)
-            return
+            return False
         await self._start_claims()
         spare = self._spares.take() if sync else None
-        await asyncio.to_thread(
-            file_claims.write_fenced,
+        return await asyncio.to_thread(
+            write_fenced,
             self._dir,
             self._claims,
             task_id,
@@ -186,8 +190,12 @@ class FileStore:
         validate_task_id(task_id)
         check_claim(owner, lease)
         await self._start_claims()
+        self._ended_claims.changed(task_id)
+        record = self._path(task_id)
         try:
-            return await asyncio.to_thread(file_claims.claim, self._claims, task_id, owner, lease)
+            return await asyncio.to_thread(
+                file_claims.claim, self._claims, task_id, owner, lease, record
+            )
         except OSError as exc:
             raise StoreError(f"cannot claim task {task_id} in {self._claims}: {exc}") from exc
 
@@ -196,6 +204,7 @@ class FileStore:
         validate_task_id(task_id)
         check_claim(owner, lease)
         await self._start_claims()
+        self._ended_claims.changed(task_id)
         try:
             return await asyncio.to_thread(
                 file_claims.renew, self._claims, task_id, owner, token, lease
@@ -206,6 +215,8 @@ class FileStore:
     async def release(self, task_id: str, token: int) -> None:
         """End the claim holding token; no effect once a newer claim superseded it."""
         validate_task_id(task_id)
+        if self._ended_claims.release(task_id, token):
+            return  # its final record, written after the claim, ended it (store.file_fenced)
         await self.start()
         try:
             await asyncio.to_thread(file_claims.release, self._claims, task_id, token)

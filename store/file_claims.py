@@ -15,6 +15,13 @@
 - The claim's `token` is the fence (store.fencing): a take-over writes the previous token
   plus one; a release only marks the claim expired and keeps the token, so the superseded
   run stays refused after the new run ended. A claim file is swept only with its task.
+- A run's final record ends its claim too: a live claim counts as released once its task's
+  record is terminal and was written after the claim's last change (file mtimes, set by
+  the one file system both are on). The store then skips the release of a claim whose final
+  record it wrote that way: a run that ends writes no claim file at all after its record
+  (on a NAS, the release's half a dozen file operations per run). A stale final record of
+  an earlier run (written before this claim) frees nothing; a claim renewed after the final
+  record was written is released the usual way.
   A new claim and a release are not fsynced (renewals are): on NFS, close() already
   commits the data and link/rename are synchronous on the server; on a local disk only a
   power loss of this very machine could lose them, and it stops the run that held the
@@ -44,17 +51,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import logging
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from store.base import ClaimSuperseded
 from store.fencing import next_token
 from store.file_io import (
     FILE_MODE,
+    Signature,
     read_file,
     stat_signature,
     unlink,
@@ -62,17 +68,11 @@ from store.file_io import (
     write_new,
     write_temp,
 )
-from store.file_spares import write_spare
-
-# The file store's own log: what its sweeper leaves alone is said there.
-logger = logging.getLogger("store.file")
+from store.records import TaskStatus
 
 CLAIMS_DIR = ".claims"
 CLAIM_SUFFIX = ".claim"
 CANCEL_SUFFIX = ".cancel"
-# An expired claim (of a task whose record is gone) is swept only this long after it
-# expired, so a sweep never races the owner's own late renewal.
-CLAIM_SWEEP_GRACE = 60.0
 # Where claims must be created with O_EXCL (no hard links), the file exists empty for a
 # moment: an unreadable claim this young is taken as held, an older one as garbage.
 UNREADABLE_CLAIM_GRACE = 10.0
@@ -106,8 +106,13 @@ def cancel_path(claims: Path, task_id: str) -> Path:
     return claims / (task_id + CANCEL_SUFFIX)
 
 
-def claim(claims: Path, task_id: str, owner: str, lease: float) -> int | None:
-    """Take task_id's claim for lease s: its new token, or None while another owner holds it."""
+def claim(
+    claims: Path, task_id: str, owner: str, lease: float, record: Path | None = None
+) -> int | None:
+    """Take task_id's claim for lease s: its new token, or None while another owner holds it.
+
+    record: the task's record file; a live claim whose run's final record is there is free.
+    """
     path = claim_path(claims, task_id)
     for _ in range(_CLAIM_ROUNDS):
         now = time.time()
@@ -122,8 +127,12 @@ def claim(claims: Path, task_id: str, owner: str, lease: float) -> int | None:
         if current is None:
             if now - found[1].mtime_ns / 1e9 <= UNREADABLE_CLAIM_GRACE:
                 return None  # being created with O_EXCL right now
-        elif current.expires_at > now and current.owner != owner:
-            return None
+        elif (
+            current.expires_at > now
+            and current.owner != owner
+            and (record is None or not ended_since(record, found[1]))
+        ):
+            return None  # held, and its run has not ended
         # Expired, released, ours, or garbage: take it over, unless someone else does.
         previous = None if current is None else current.token
         mine = Claim(owner, now + lease, next_token(previous, now), secrets.token_hex(8))
@@ -165,69 +174,16 @@ def release(claims: Path, task_id: str, token: int) -> None:
     _rewrite(claims, task_id, path, found[0], current._replace(expires_at=now), sync=False)
 
 
-def current_token(claims: Path, task_id: str) -> int | None:
-    """The task's current claim token; None when it has no (readable) claim file."""
-    found = read_file(claim_path(claims, task_id))
-    if found is None:
-        return None
-    current = parse_claim(found[0])
-    return None if current is None else current.token
-
-
-def write_fenced(
-    directory: Path,
-    claims: Path,
-    task_id: str,
-    data: bytes,
-    suffix: str,
-    token: int,
-    *,
-    sync: bool = True,
-    spare: Path | None = None,
-) -> None:
-    """Replace the task's file with data unless a newer claim superseded token (written
-    into spare, a file of store.file_spares, when one is given and fits)."""
-
-    def check() -> None:
-        # After the slow part (write, fsync): the check and the rename stay close.
-        current = current_token(claims, task_id)
-        if current is not None and current != token:
-            raise ClaimSuperseded(task_id, token, current)
-
-    written = write_spare(spare, data)
-    write_atomically(
-        directory, task_id, data, suffix, before_rename=check, sync=sync, written=written
-    )
-
-
-def sweep_claim(path: Path, now: float, task_kept: bool) -> int:
-    """Remove a claim long expired whose task is gone (the fence goes with the task)."""
-    if task_kept:
-        return 0
-    found = read_file(path)
-    if found is None:
-        return 0
-    current = parse_claim(found[0])
-    if current is None:
-        logger.warning("sweeper leaves %s alone: not a claim", path)
-        return 0
-    if now - current.expires_at <= CLAIM_SWEEP_GRACE or stat_signature(path) != found[1]:
-        return 0
-    return 1 if unlink(path) else 0
-
-
-def sweep_cancel(path: Path, now: float) -> int:
-    """Remove an expired cancel request; 1 when removed."""
-    found = read_file(path)
-    if found is None:
-        return 0
-    expiry = cancel_expiry(found[0])
-    if expiry is None:
-        logger.warning("sweeper leaves %s alone: not a cancel request", path)
-        return 0
-    if now <= expiry or stat_signature(path) != found[1]:
-        return 0
-    return 1 if unlink(path) else 0
+def ended_since(record: Path, claim_version: Signature) -> bool:
+    """True when the record file is terminal and was written after that claim version."""
+    found = read_file(record)
+    if found is None or found[1].mtime_ns <= claim_version.mtime_ns:
+        return False
+    try:
+        status = json.loads(found[0]).get("status")
+        return TaskStatus(status).is_terminal
+    except (ValueError, AttributeError, TypeError):
+        return False
 
 
 def claim_bytes(claim: Claim) -> bytes:

@@ -15,10 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from store import file_claims
 from store.base import InvalidTaskId, StoreError, validate_task_id
 from store.common import is_expired
-from store.file_claims import CANCEL_SUFFIX, CLAIM_SUFFIX
+from store.file_claims import (
+    CANCEL_SUFFIX,
+    CLAIM_SUFFIX,
+    cancel_expiry,
+    is_marker_name,
+    parse_claim,
+)
 from store.file_io import is_temp_name, read_file, stat_signature, unlink
 from store.file_watch import parse_record
 
@@ -26,6 +31,9 @@ logger = logging.getLogger("store.file")
 
 SUFFIX = ".json"
 MARK_SUFFIX = ".mark"
+# An expired claim (of a task whose record is gone) is swept only this long after it
+# expired, so a sweep never races the owner's own late renewal.
+CLAIM_SWEEP_GRACE = 60.0
 
 
 class DirectorySweeper:
@@ -71,14 +79,14 @@ class DirectorySweeper:
             return 0
 
         def claims_file(name: str, path: Path) -> int:
-            if is_temp_name(name) or file_claims.is_marker_name(name):
+            if is_temp_name(name) or is_marker_name(name):
                 return self._sweep_temp(path, now)
             if (task_id := task_id_of(name, CLAIM_SUFFIX)) is not None:
                 kept = (self._dir / (task_id + SUFFIX)).exists()
-                return file_claims.sweep_claim(path, now, kept)
+                return sweep_claim(path, now, kept)
             # A once-marker has the same {"expires_at"} content as a cancel request.
             if any(task_id_of(name, suffix) is not None for suffix in (CANCEL_SUFFIX, MARK_SUFFIX)):
-                return file_claims.sweep_cancel(path, now)
+                return sweep_cancel(path, now)
             return 0
 
         return self._sweep_each(self._dir, task_file) + self._sweep_each(self._claims, claims_file)
@@ -148,3 +156,36 @@ def task_id_of(name: str, suffix: str = SUFFIX) -> str | None:
         return validate_task_id(name[: -len(suffix)])
     except InvalidTaskId:
         return None
+
+
+def sweep_claim(path: Path, now: float, task_kept: bool) -> int:
+    """Remove a claim long expired whose task is gone (the fence goes with the task)."""
+    if task_kept:
+        return 0
+    return _remove_expired(path, now, _claim_expiry, CLAIM_SWEEP_GRACE, "a claim")
+
+
+def sweep_cancel(path: Path, now: float) -> int:
+    """Remove an expired cancel request; 1 when removed."""
+    return _remove_expired(path, now, cancel_expiry, 0.0, "a cancel request")
+
+
+def _claim_expiry(data: bytes) -> float | None:
+    claim = parse_claim(data)
+    return None if claim is None else claim.expires_at
+
+
+def _remove_expired(
+    path: Path, now: float, expiry_of: Callable[[bytes], float | None], grace: float, kind: str
+) -> int:
+    """Remove the file once it expired more than grace s ago and nobody changed it since."""
+    found = read_file(path)
+    if found is None:
+        return 0
+    expiry = expiry_of(found[0])
+    if expiry is None:
+        logger.warning("sweeper leaves %s alone: not %s", path, kind)
+        return 0
+    if now - expiry <= grace or stat_signature(path) != found[1]:
+        return 0
+    return 1 if unlink(path) else 0
