@@ -20,6 +20,11 @@ TEMP_SUFFIX = ".tmp"
 # NFS answers ESTALE when the file a path named was replaced between lookup and open;
 # reading again resolves the new file.
 _STALE_RETRIES = 5
+# Files are read and written with os-level calls, not Python file objects: those add an
+# isatty ioctl, lseeks and fstats, and each call hands the GIL back and forth with the
+# event loop. A final record's write and its claim read take half the system calls.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class Signature(NamedTuple):
@@ -79,17 +84,19 @@ def write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) ->
 
 def write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Create path (it must not exist) holding data, flushed to disk unless sync is False."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, FILE_MODE)
+    fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
     try:
-        with os.fdopen(fd, "wb") as file:
+        try:
             # As for the directory: the umask must not hide records from other instances.
             with contextlib.suppress(OSError):
-                os.fchmod(file.fileno(), FILE_MODE)
-            file.write(data)
-            file.flush()
+                os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if sync:
-                os.fsync(file.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -100,16 +107,29 @@ def read_file(path: Path) -> tuple[bytes, Signature] | None:
     """The file's bytes and the signature of exactly those bytes; None when it is missing."""
     for attempt in range(_STALE_RETRIES):
         try:
-            with open(path, "rb") as file:
-                # fstat of the open file: the signature belongs to exactly these bytes.
-                found = signature(os.fstat(file.fileno()))
-                return file.read(), found
+            return _read_once(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno != errno.ESTALE or attempt == _STALE_RETRIES - 1:
                 raise
     return None
+
+
+def _read_once(path: Path) -> tuple[bytes, Signature]:
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        # fstat of the open file: the signature belongs to exactly these bytes.
+        found = signature(os.fstat(fd))
+        data = os.read(fd, found.size + 1)
+        if len(data) != found.size:  # a short read, or it grew since: read to the end
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, found
+    finally:
+        os.close(fd)
 
 
 def stat_signature(path: Path) -> Signature | None:
