@@ -67,6 +67,10 @@ class Store(Protocol):
         With a claim token (see claim()), the write is fenced: it happens only while token
         is the task's current claim token (or the store remembers none); otherwise nothing
         is written and ClaimSuperseded is raised. Without a token the write is unconditional.
+        A terminal record saved with the token of the live claim ends that claim, as
+        release() would: the task is free for another run as soon as its outcome is stored.
+        (The file store judges that by the files' mtimes, so a final record written within
+        the file system's timestamp granularity of its claim leaves it to release().)
         """
         ...
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 
 from store.records import TaskRecord, TaskStatus
+
+# Claims ended by their final record, kept to skip their release (one per run ending now).
+ENDED_CLAIMS_KEPT = 1024
 
 # How long a cancel request is kept when the store keeps records forever (ttl None): long
 # enough for any run to notice it, short enough that requests for tasks that never run
@@ -98,3 +102,29 @@ class Watchers:
 
     def __len__(self) -> int:
         return sum(len(events) for events in self._events.values())
+
+
+class EndedClaims:
+    """The claims (task id -> token) whose final record ended them: no release to write."""
+
+    def __init__(self, keep: int = ENDED_CLAIMS_KEPT) -> None:
+        self._keep = keep
+        self._tokens: OrderedDict[str, int] = OrderedDict()
+
+    def ended(self, task_id: str, token: int) -> None:
+        """The task's final record, written under token, ended its claim."""
+        self._tokens[task_id] = token
+        self._tokens.move_to_end(task_id)
+        if len(self._tokens) > self._keep:
+            self._tokens.popitem(last=False)  # its release writes, as it did before
+
+    def changed(self, task_id: str) -> None:
+        """The task's claim was written again (a new claim, a renewal)."""
+        self._tokens.pop(task_id, None)
+
+    def release(self, task_id: str, token: int) -> bool:
+        """True (once) when the claim holding token needs no release write."""
+        if self._tokens.get(task_id) != token:
+            return False
+        del self._tokens[task_id]
+        return True

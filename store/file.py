@@ -44,9 +44,9 @@ from pathlib import Path
 
 from store import file_claims
 from store.base import StoreError, validate_marker_name, validate_task_id
-from store.common import Watchers, cancel_ttl, check_claim, check_ttl, is_expired
+from store.common import EndedClaims, Watchers, cancel_ttl, check_claim, check_ttl, is_expired
 from store.file_claims import CANCEL_SUFFIX, CLAIMS_DIR
-from store.file_fenced import EndedClaims, write_fenced
+from store.file_fenced import write_fenced
 from store.file_io import Signature, make_directory, write_atomically
 from store.file_spares import SpareFiles, write_spare
 from store.file_sweep import MARK_SUFFIX, SUFFIX, DirectorySweeper

@@ -5,22 +5,18 @@ reads the task's claim and renames the record into place only while the token is
 (see store.file_claims for what NFS allows here). The same read tells whether the record
 was written after the claim's last change: a terminal record so written ends the claim
 (file_claims.claim counts it as released), so the run's own release need not write the
-claim file again; EndedClaims remembers which releases to skip.
+claim file again (store.common.EndedClaims remembers which releases to skip).
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 from store.base import ClaimSuperseded
 from store.file_claims import claim_path, parse_claim
 from store.file_io import read_file, write_atomically, write_temp
 from store.file_spares import write_spare
-
-# Claims ended by their final record, kept to skip their release (one per run ending now).
-ENDED_CLAIMS_KEPT = 1024
 
 
 def write_fenced(
@@ -57,29 +53,3 @@ def write_fenced(
 
     write_atomically(directory, task_id, data, suffix, before_rename=check, sync=sync, written=temp)
     return after_claim
-
-
-class EndedClaims:
-    """The claims (task id -> token) whose final record ended them: no release to write."""
-
-    def __init__(self, keep: int = ENDED_CLAIMS_KEPT) -> None:
-        self._keep = keep
-        self._tokens: OrderedDict[str, int] = OrderedDict()
-
-    def ended(self, task_id: str, token: int) -> None:
-        """The task's final record, written under token, ended its claim."""
-        self._tokens[task_id] = token
-        self._tokens.move_to_end(task_id)
-        if len(self._tokens) > self._keep:
-            self._tokens.popitem(last=False)  # its release writes, as it did before
-
-    def changed(self, task_id: str) -> None:
-        """The task's claim was written again (a new claim, a renewal)."""
-        self._tokens.pop(task_id, None)
-
-    def release(self, task_id: str, token: int) -> bool:
-        """True (once) when the claim holding token needs no release write."""
-        if self._tokens.get(task_id) != token:
-            return False
-        del self._tokens[task_id]
-        return True

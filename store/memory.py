@@ -42,6 +42,8 @@ class MemoryStore:
         # A JSON round trip rather than a deep copy: the record then holds exactly what the
         # file and Redis stores would give back, so tests on memory:// catch the same bugs.
         self._records[task_id] = TaskRecord.from_json(task.to_json())
+        if token is not None and task.status.is_terminal and current == token:
+            self._claims.pop(task_id, None)  # the run's final record ends its claim
         self._prune()
         self._watchers.notify(task_id)
 

@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import redis_scripts
 from store.base import ClaimSuperseded, StoreError, validate_marker_name, validate_task_id
-from store.common import cancel_ttl, check_claim, check_ttl, expires_at
+from store.common import EndedClaims, cancel_ttl, check_claim, check_ttl, expires_at
 from store.fencing import token_floor
 from store.records import TaskRecord
 from store.redis_connection import check_options, client_name, make_client
@@ -103,6 +103,7 @@ class RedisStore(RedisWatch):
         self._renew_script = self._redis.register_script(redis_scripts.RENEW)
         self._release_script = self._redis.register_script(redis_scripts.RELEASE)
         self._save_script = self._redis.register_script(redis_scripts.SAVE)
+        self._ended_claims = EndedClaims()
 
     @property
     def prefix(self) -> str:
@@ -113,11 +114,13 @@ class RedisStore(RedisWatch):
         """Write the record with its TTL and publish it to watchers, in one atomic script.
 
         With a token, the script first checks it against the task's fence key (see
-        store.redis_scripts) and writes nothing when another claim superseded it.
+        store.redis_scripts) and writes nothing when another claim superseded it; a
+        terminal record ends the claim holding the token, in the same script.
         """
         task_id = validate_task_id(task.task_id)
         self._use()
         keys = [self._key("task", task_id), self._key("fence", task_id)]
+        keys.append(self._key("claim", task_id))
         expiry_ms = self._expiry_ms(task, time.time())
         # Already past its TTL (e.g. a finished task saved late): the script deletes it,
         # as nothing would keep it, and a watcher would not be shown it by any other store.
@@ -125,6 +128,7 @@ class RedisStore(RedisWatch):
             task.to_json().encode(),
             "" if expiry_ms is None else max(expiry_ms, 0),
             "" if token is None else str(token),
+            "1" if task.status.is_terminal else "",
         ]
         result = await self._call(
             f"saving task {task_id}", lambda: self._save_script(keys=keys, args=args)
@@ -132,6 +136,8 @@ class RedisStore(RedisWatch):
         if int(result[0]) == 0:
             assert token is not None
             raise ClaimSuperseded(task_id, token, int(result[1]))
+        if token is not None and int(result[1]):
+            self._ended_claims.ended(task_id, token)
 
     async def load(self, task_id: str) -> TaskRecord | None:
         """Read the record; None when unknown or expired, StoreError when not a record."""
@@ -168,6 +174,7 @@ class RedisStore(RedisWatch):
         validate_task_id(task_id)
         check_claim(owner, lease)
         self._use()
+        self._ended_claims.changed(task_id)
         keys = [
             self._key("claim", task_id),
             self._key("cancel", task_id),
@@ -190,6 +197,7 @@ class RedisStore(RedisWatch):
         validate_task_id(task_id)
         check_claim(owner, lease)
         self._use()
+        self._ended_claims.changed(task_id)  # a claim live again after its final record
         keys = [self._key("claim", task_id), self._key("fence", task_id)]
         args: list[str | int] = [owner, str(token), _ms(lease), self._fence_ttl_ms(lease)]
         result = await self._call(
@@ -200,6 +208,8 @@ class RedisStore(RedisWatch):
     async def release(self, task_id: str, token: int) -> None:
         """End the claim holding token; no effect once a newer claim superseded it."""
         validate_task_id(task_id)
+        if self._ended_claims.release(task_id, token):
+            return  # its final record's save ended it already
         self._use()
         keys = [self._key("claim", task_id)]
         await self._call(

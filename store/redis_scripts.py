@@ -67,25 +67,35 @@ end
 return 0
 """
 
-# KEYS[1] task key (also its channel), KEYS[2] fence. ARGV[1] record JSON,
-# ARGV[2] expiry ms ('' for none; <= 0 deletes the record), ARGV[3] token ('' unfenced).
+# KEYS[1] task key (also its channel), KEYS[2] fence, KEYS[3] claim. ARGV[1] record JSON,
+# ARGV[2] expiry ms ('' for none; <= 0 deletes the record), ARGV[3] token ('' unfenced),
+# ARGV[4] '1' for a terminal record: it ends the claim holding the token, as RELEASE does.
 # Returns 1 when written (or deleted), 0 when refused; the refusal also returns the
-# current token as a second element, for the error message.
+# current token as a second element, for the error message. A write that ended the claim
+# returns 1 and 1.
 SAVE = """
+local ended = 0
 if ARGV[3] ~= '' then
   local current = redis.call('GET', KEYS[2])
   if current and current ~= ARGV[3] then
     return {0, current}
+  end
+  if ARGV[4] == '1' then
+    local holder = redis.call('GET', KEYS[3])
+    local mine = ARGV[3] .. ':'
+    if holder and string.sub(holder, 1, string.len(mine)) == mine then
+      ended = redis.call('DEL', KEYS[3])
+    end
   end
 end
 if ARGV[2] == '' then
   redis.call('SET', KEYS[1], ARGV[1])
 elseif tonumber(ARGV[2]) <= 0 then
   redis.call('DEL', KEYS[1])
-  return {1}
+  return {1, ended}
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
-return {1}
+return {1, ended}
 """

@@ -379,6 +379,23 @@ async def test_same_task_id_sent_to_both_at_once_runs_once(cluster: Cluster) -> 
         assert record["status"] == "succeeded" and record["instance"] == runner.instance
 
 
+async def test_a_task_that_ended_on_a_runs_again_on_b_at_once(cluster: Cluster) -> None:
+    # The final record ends A's claim (not a release after A's answer, which B could
+    # otherwise beat): a caller re-running the task id elsewhere right away is not refused.
+    a, b = cluster.pair
+    for _ in range(5):
+        task_id = new_task_id("again")
+        prompt = slow_prompt(3, 0.02)
+        ran_on_b = set(await history(cluster, b))
+        status, h, first = await call(cluster, a, "POST", "/api/run", prompt, {"task-id": task_id})
+        assert status == 200 and h["X-Task-Status"] == "succeeded", first
+        status, h, again = await call(cluster, b, "POST", "/api/run", prompt, {"task-id": task_id})
+        assert status == 200 and h["X-Task-Status"] == "succeeded", again
+        record = await task_record(cluster, a, task_id)
+        assert record["instance"] == b.instance
+        assert set(await history(cluster, b)) - ran_on_b == {record["prompt_id"]}
+
+
 async def test_task_of_a_killed_instance_turns_lost_and_b_runs_it_again(cluster: Cluster) -> None:
     _, b = cluster.pair
     doomed = await cluster.start_agent("doomed")

@@ -549,6 +549,41 @@ async def test_release_with_another_token_does_nothing(store: Store) -> None:
     await store.release("never-claimed", 1)  # harmless too
 
 
+# The file store orders a claim and a final record by their files' mtimes: a run's final
+# record comes well after its claim; this gap stands for that on coarse timestamps.
+RUN_TIME = 0.03
+
+
+async def test_a_final_record_ends_the_claim_it_was_saved_under(store: Store) -> None:
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    await asyncio.sleep(RUN_TIME)
+    await store.save(record(status=TaskStatus.RUNNING, instance="owner-a"), token=token)
+    assert await store.claim("task-1", "owner-b", 30) is None, "a progress record ends nothing"
+    await store.save(record(status=TaskStatus.FAILED, instance="owner-a"), token=token)
+    # Free at once, before the owner's release: another instance may run the task again.
+    newer = await store.claim("task-1", "owner-b", 30)
+    assert newer is not None and newer > token
+    await store.release("task-1", token)  # the owner's late release frees nothing of B's
+    assert await store.claim("task-1", "owner-c", 30) is None
+    with pytest.raises(ClaimSuperseded):
+        await store.save(record(status=TaskStatus.SUCCEEDED, instance="owner-a"), token=token)
+
+
+async def test_a_claim_renewed_after_its_final_record_is_held_until_released(
+    store: Store,
+) -> None:
+    token = await store.claim("task-1", "owner-a", 30)
+    assert token is not None
+    await asyncio.sleep(RUN_TIME)
+    await store.save(record(status=TaskStatus.SUCCEEDED, instance="owner-a"), token=token)
+    await asyncio.sleep(RUN_TIME)
+    assert await store.renew("task-1", "owner-a", token, 30)
+    assert await store.claim("task-1", "owner-b", 30) is None
+    await store.release("task-1", token)
+    assert await store.claim("task-1", "owner-b", 30) is not None
+
+
 # --- claim tokens (fencing) ----------------------------------------------------------------
 
 
