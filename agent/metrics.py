@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,11 +22,16 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+if TYPE_CHECKING:
+    from agent.run_handle import ComfyUITime
+
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # Nodes range from a few ms (a primitive) to many minutes (a video sampler).
 NODE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# The agent's own part of a sync run: fractions of a millisecond when all is well.
+OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class _LiveValues(Collector):
@@ -113,6 +119,15 @@ class Metrics:
             buckets=QUEUE_BUCKETS,
             registry=reg,
         )
+        self.sync_overhead_seconds = Histogram(
+            "comfyui_agent_sync_overhead_seconds",
+            "Time a sync run spends outside ComfyUI, by phase: from the request to its"
+            " POST /prompt (before_submit: the agent's preparation, input uploads, any wait"
+            " for ComfyUI to be ready), from the run's end to the answer sent (after_end).",
+            ["phase"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=reg,
+        )
         self.websocket_watchers = Gauge(
             "comfyui_agent_websocket_watchers",
             "Client websockets open on /api/run/ws, by mode (run: sent a workflow; watch: ?id=).",
@@ -126,6 +141,8 @@ class Metrics:
         )
         for mode in ("run", "watch"):  # both series exist from the first scrape
             self.websocket_watchers.labels(mode=mode)
+        for phase in ("before_submit", "after_end"):
+            self.sync_overhead_seconds.labels(phase=phase)
 
     def run_finished(self, outcome: str, seconds: float) -> None:
         """Count a finished run."""
@@ -144,6 +161,14 @@ class Metrics:
     def node_executed(self, node_type: str, seconds: float) -> None:
         """Record how long ComfyUI executed one node of this type."""
         self.node_seconds.labels(node_type=node_type).observe(seconds)
+
+    def sync_answered(self, received: float, comfyui: ComfyUITime, sent: float) -> None:
+        """Record the agent's own time in a sync run answered at `sent` (perf_counter)."""
+        if comfyui.posted_at is None or comfyui.ended_at is None:
+            return  # it never reached ComfyUI: nothing to split
+        observe = self.sync_overhead_seconds.labels
+        observe(phase="before_submit").observe(max(comfyui.posted_at - received, 0.0))
+        observe(phase="after_end").observe(max(sent - comfyui.ended_at, 0.0))
 
     def run_started(self, queued_seconds: float) -> None:
         """Record how long a run waited before ComfyUI started executing it."""

@@ -49,6 +49,15 @@ class RunOptions:
     cancel_poll_interval: float = 1.0
 
 
+@dataclass(slots=True)
+class ComfyUITime:
+    """When ComfyUI had a run (time.perf_counter): from its prompt's POST /prompt starting
+    to the run's end (ComfyUI's last event, or the agent's own stop)."""
+
+    posted_at: float | None = None
+    ended_at: float | None = None
+
+
 @dataclass
 class RunHandle:
     """A task running on this instance: its live record and change notifications."""
@@ -81,6 +90,8 @@ class RunHandle:
     # Set by a caller answered when the run ends, once its answer is sent: the claim is
     # released after that (bounded), so the release's store I/O does not slow the answer.
     answered: asyncio.Event | None = None
+    # Filled by the run loop; a sync caller measures the agent's own time around it.
+    comfyui: ComfyUITime = field(default_factory=ComfyUITime)
 
     @property
     def task_id(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -145,6 +146,7 @@ class RunLoop:
         tracker = ProgressTracker(handle.workflow.keys(), prompt_id)
         tracker.nodes = handle.record.progress
         with self._events.subscribe(prompt_id) as subscription:
+            handle.comfyui.posted_at = time.perf_counter()
             try:
                 await submit_prompt(
                     self._client,
@@ -285,6 +287,8 @@ class RunLoop:
         if record.started_at is None and status is TaskStatus.SUCCEEDED:
             record.started_at = now
         handle.ended.set()
+        if handle.comfyui.posted_at is not None:
+            handle.comfyui.ended_at = time.perf_counter()
         log.info(
             "task %s: %s%s",
             handle.task_id,

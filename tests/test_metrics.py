@@ -95,6 +95,7 @@ async def test_scrape_of_a_running_agent(tmp_path: Path) -> None:
         assert types["comfyui_agent_node_execution_seconds"] == "histogram"
         assert types["comfyui_agent_queue_wait_seconds"] == "histogram"
         assert types["comfyui_agent_websocket_watchers"] == "gauge"
+        assert types["comfyui_agent_sync_overhead_seconds"] == "histogram"
         # Process metrics come from the library's collectors.
         assert value(before, "process_resident_memory_bytes") > 0
         assert value(before, "process_open_fds") > 0
@@ -122,6 +123,13 @@ async def test_scrape_of_a_running_agent(tmp_path: Path) -> None:
         assert value(after, "comfyui_agent_runs_total", outcome="succeeded") == 1
         assert value(after, "comfyui_agent_run_duration_seconds_count") == 1
         assert value(after, "comfyui_agent_queue_wait_seconds_count") == 1
+        # The agent's own part of the sync run, before the post and after ComfyUI's end:
+        # both measured once, each a sliver of the run (15 steps of 0.02 s in ComfyUI).
+        run_seconds = value(after, "comfyui_agent_run_duration_seconds_sum")
+        for phase in ("before_submit", "after_end"):
+            count = value(after, "comfyui_agent_sync_overhead_seconds_count", phase=phase)
+            spent = value(after, "comfyui_agent_sync_overhead_seconds_sum", phase=phase)
+            assert count == 1 and 0 < spent < run_seconds / 4, (phase, spent, run_seconds)
         assert value(after, "comfyui_agent_store_writes_total") > 0
         assert value(after, "comfyui_agent_queue_depth") == 0
         for node_type in ("EmptyImage", "SlowCounter", "SaveImage"):

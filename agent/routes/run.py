@@ -35,6 +35,7 @@ from agent.routes.common import (
 )
 from agent.routes.delivery_plan import answer_mode, request_plan
 from agent.routes.status import load_task
+from agent.run_handle import ComfyUITime
 from agent.runner import (
     QueueFull,
     RunHandle,
@@ -130,15 +131,19 @@ async def run_and_answer(
     *,
     fresh_id: bool = False,
     answered: asyncio.Event | None = None,
+    comfyui: ComfyUITime | None = None,
 ) -> tuple[TaskRecord, int, dict[str, Any]]:
     """Run to the end and build the answer, its files read while ComfyUI finishes the run.
 
     The answer is built only once the final record is stored: a caller never holds a
     result the store does not have yet. fresh_id: the task id was made up for this request.
     answered: set once the answer is sent (the run's claim is released after it).
+    comfyui: filled with when ComfyUI had the run.
     """
     handle = await start_run(svc, task_id, run, plan, durable_start=False, fresh_id=fresh_id)
     handle.answered = answered
+    if comfyui is not None:
+        handle.comfyui = comfyui  # before the run task first runs: no await since start
     files = EncodedFiles(svc.output_files or svc.client, image_format=plan.image_format)
     if mode == "base64":
         handle.output_listeners.append(files.start)  # read while ComfyUI finishes the run
@@ -213,6 +218,7 @@ async def run_sync(request: web.Request) -> web.Response:
 
 async def answer_run(request: web.Request, read: RunReader) -> web.Response:
     """Run what the request asks for (read from its body) and answer when it ends."""
+    received = time.perf_counter()
     svc = services(request)
     task_id = request_task_id(request)
     async_invocation = is_async_invocation(request.headers)
@@ -242,6 +248,7 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
         )
         return _response(task_id, record, status, body, async_invocation=True)
     answered = asyncio.Event()
+    comfyui = ComfyUITime()
     try:
         with errors_name_task(task_id):
             record, status, body = await run_and_answer(
@@ -252,12 +259,14 @@ async def answer_run(request: web.Request, read: RunReader) -> web.Response:
                 mode,
                 fresh_id=not names_task(request.headers),
                 answered=answered,
+                comfyui=comfyui,
             )
         response = _response(task_id, record, status, body, async_invocation=False)
         # Sent here, not after returning, so that the claim is released only then.
         with contextlib.suppress(ConnectionError):  # the caller left: aiohttp sees to it
             await response.prepare(request)
             await response.write_eof()
+        svc.runner.metrics.sync_answered(received, comfyui, time.perf_counter())
         return response
     finally:
         answered.set()

@@ -136,6 +136,8 @@ class StoreResult:
     agent_rps: float = 0.0
     concurrent_ok: str = ""
     reads: dict[str, list[float]] = field(default_factory=dict)
+    # The agent's own time per sync run, by phase (its /metrics), mean ms; {} if absent.
+    overhead_ms: dict[str, float] = field(default_factory=dict)
 
 
 async def direct_run(session: aiohttp.ClientSession, comfy: ComfyUI) -> bool:
@@ -224,6 +226,31 @@ async def client_load(url: str, duration: float, connections: int) -> float:
         return done / (time.perf_counter() - start)
 
 
+OVERHEAD = re.compile(
+    r'^comfyui_agent_sync_overhead_seconds_(sum|count)\{phase="(\w+)"\} (\S+)$', re.MULTILINE
+)
+
+
+async def overhead_totals(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, str], float]:
+    """The agent's sync overhead histograms: (phase, sum|count) -> value ({} if it has none)."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {(phase, kind): float(value) for kind, phase, value in OVERHEAD.findall(text)}
+
+
+def overhead_means(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[str, float]:
+    """Mean ms per run of each phase between two scrapes."""
+    means = {}
+    for phase in ("before_submit", "after_end"):
+        count = after.get((phase, "count"), 0) - before.get((phase, "count"), 0)
+        if count > 0:
+            spent = after[(phase, "sum")] - before.get((phase, "sum"), 0)
+            means[phase] = spent / count * 1000
+    return means
+
+
 async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -285,6 +312,7 @@ async def measure_store(
             await agent_run(session, url)
         # In alternating blocks, so load on the machine hits both alike, and each side's
         # background work lands in its own runs (see the module docstring).
+        totals = await overhead_totals(session, url)
         for done in range(0, args.runs, args.block):
             block = min(args.block, args.runs - done)
             for _ in range(block):
@@ -295,6 +323,7 @@ async def measure_store(
                 ms, ok = await timed(lambda: agent_run(session, url))
                 result.agent_ms.append(ms)
                 result.agent_ok += ok
+        result.overhead_ms = overhead_means(totals, await overhead_totals(session, url))
         direct_oks, agent_oks = [], []
         for _ in range(args.bursts):
             rps, ok = await burst(lambda: direct_run(session, comfy), args.concurrency)
@@ -403,6 +432,16 @@ def report(results: list[StoreResult], args: argparse.Namespace, target: str) ->
             for r in results
         ],
         "each agent run minus the direct run at the same place of the block before",
+    )
+    row(
+        "agent's own time per run, mean (ms)",
+        [
+            " / ".join(f"{r.overhead_ms[p]:.2f}" for p in ("before_submit", "after_end"))
+            if len(r.overhead_ms) == 2
+            else "-"
+            for r in results
+        ],
+        "request to its POST /prompt / the run's end to the answer sent (the agent's /metrics)",
     )
     row(
         f"{args.concurrency} concurrent runs: runs/s (ratio)",
