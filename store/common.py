@@ -1,4 +1,5 @@
-"""Pieces every store shares: the TTL rule, claim argument checks, in-process wake-ups."""
+"""Pieces the stores share: the TTL rule, claim argument checks, in-process wake-ups, and
+the claims their final records ended (whose release has nothing left to do)."""
 
 from __future__ import annotations
 

@@ -22,15 +22,10 @@ expired cancel requests, and the claims of tasks it swept. ``<task_id>.<name>.ma
 holds ``{"expires_at"}``: a once-marker (mark_once), created exclusively like a new claim
 and swept once expired.
 
-Fencing, and what NFS can and cannot promise: a save carrying a claim token writes its temp
-file, then reads the task's claim and renames the record into place only while the token is
-current. NFS promises atomic rename, exclusive create and close-to-open consistency (a file
-opened after another client closed or renamed it shows that client's bytes); it offers no
-compare-and-swap on content and no dependable lock. So the token check and the rename are
-two steps: an owner frozen exactly between them for a whole lease, while another instance
-takes the task over, lands one stale write on waking. Claim take-overs themselves are
-serialised per claim version by exclusively created markers (store.file_claims, with the
-details). On Redis, both are one atomic script.
+Fencing: a save carrying a claim token renames its record into place only while the token
+is current, and a final record so written ends the claim (store.file_fenced). NFS has no
+compare-and-swap, so the check and the rename are two steps; store.file_claims says what
+that window allows. On Redis, both are one atomic script.
 """
 
 from __future__ import annotations
