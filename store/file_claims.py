@@ -15,6 +15,11 @@
 - The claim's `token` is the fence (store.fencing): a take-over writes the previous token
   plus one; a release only marks the claim expired and keeps the token, so the superseded
   run stays refused after the new run ended. A claim file is swept only with its task.
+  A new claim and a release are not fsynced (renewals are): on NFS, close() already
+  commits the data and link/rename are synchronous on the server; on a local disk only a
+  power loss of this very machine could lose them, and it stops the run that held the
+  claim too. A claim file found empty then counts as garbage and is taken over with a
+  token from the clock (store.fencing), newer than any it held.
 - A run's final record ends its claim too: a live claim counts as released once its task's
   record is terminal and was written after the claim's last change (file mtimes, set by
   the one file system both are on). The store then skips the release of a claim whose final
@@ -22,11 +27,6 @@
   (on a NAS, the release's half a dozen file operations per run). A stale final record of
   an earlier run (written before this claim) frees nothing; a claim renewed after the final
   record was written is released the usual way.
-  A new claim and a release are not fsynced (renewals are): on NFS, close() already
-  commits the data and link/rename are synchronous on the server; on a local disk only a
-  power loss of this very machine could lose them, and it stops the run that held the
-  claim too. A claim file found empty then counts as garbage and is taken over with a
-  token from the clock (store.fencing), newer than any it held.
 - ``<task_id>.cancel`` holds ``{"requested_at", "expires_at"}`` (written atomically); it is
   removed by every new claim and by the sweeper once expired or when its task expires.
 

@@ -119,8 +119,7 @@ class RedisStore(RedisWatch):
         """
         task_id = validate_task_id(task.task_id)
         self._use()
-        keys = [self._key("task", task_id), self._key("fence", task_id)]
-        keys.append(self._key("claim", task_id))
+        keys = [self._key(kind, task_id) for kind in ("task", "fence", "claim")]
         expiry_ms = self._expiry_ms(task, time.time())
         # Already past its TTL (e.g. a finished task saved late): the script deletes it,
         # as nothing would keep it, and a watcher would not be shown it by any other store.
