@@ -13,7 +13,7 @@ references so that a noisy machine slows both alike:
   against a naive direct client (opens a websocket, POSTs /prompt, waits for the end, GETs
   /view: what ComfyUI's script examples do); every answer is checked (status, PNG bytes).
   Each side runs `--block` runs back to back before the other takes over: what a run leaves
-  to do in the background (the file store's claim release and spare files) then slows that
+  to do in the background (the file store's spare files) then slows that
   side's next run, as it does for a caller who sends the next workflow at once. Alternating
   single runs instead put that work inside the other side's runs: the agent looked up to
   1 ms faster than it is on the file store;
@@ -326,12 +326,12 @@ async def measure_store(
         result.overhead_ms = overhead_means(totals, await overhead_totals(session, url))
         direct_oks, agent_oks = [], []
         for _ in range(args.bursts):
-            rps, ok = await burst(lambda: direct_run(session, comfy), args.concurrency)
+            rps, right = await burst(lambda: direct_run(session, comfy), args.concurrency)
             result.direct_rps = max(result.direct_rps, rps)
-            direct_oks.append(ok)
-            rps, ok = await burst(lambda: agent_run(session, url), args.concurrency)
+            direct_oks.append(right)
+            rps, right = await burst(lambda: agent_run(session, url), args.concurrency)
             result.agent_rps = max(result.agent_rps, rps)
-            agent_oks.append(ok)
+            agent_oks.append(right)
         total = args.concurrency * args.bursts
         result.concurrent_ok = f"{sum(direct_oks)}/{total}, {sum(agent_oks)}/{total}"
         result.reads = await measure_reads(args, session, url, tmp)
@@ -469,42 +469,58 @@ def report(results: list[StoreResult], args: argparse.Namespace, target: str) ->
     row("RSS at the end (MiB)", [f"{r.end_rss_mib:.1f}" for r in results])
 
 
+@contextlib.asynccontextmanager
+async def comfyui_under_test(
+    url: str | None, output_dir: Path | None, tmp: Path
+) -> AsyncIterator[tuple[ComfyUI, str]]:
+    """The ComfyUI at url (output_dir: its output folder), else a fake one started in tmp;
+    with how the report names it. The fake is stopped on exit."""
+    if url:
+        yield ComfyUI(url.rstrip("/"), output_dir), f"ComfyUI at {url.rstrip('/')}"
+        return
+    fake = await start_fake_comfyui(tmp, "--slow-delay", "0.0")
+    try:
+        yield ComfyUI(fake.url, fake.output_dir), "the fake ComfyUI (tests/fake_comfyui)"
+    finally:
+        await fake.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     names = args.stores.split(",")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         stores = [STORE_URLS.get(n, n).format(tmp=tmp, run=run) for n in names]
-        fake = None
-        if args.comfyui_url:
-            comfy = ComfyUI(args.comfyui_url.rstrip("/"), args.comfyui_output_dir)
-            target = f"ComfyUI at {comfy.url}"
-        else:
-            fake = await start_fake_comfyui(tmp, "--slow-delay", "0.0")
-            comfy = ComfyUI(fake.url, fake.output_dir)
-            target = "the fake ComfyUI (tests/fake_comfyui)"
-        outputs = comfy.output_dir
-        if args.no_output_dir:
-            comfy.output_dir = None
-        results = []
-        connector = aiohttp.TCPConnector(limit=0)
-        try:
-            async with aiohttp.ClientSession(connector=connector) as session:
-                await wait_http(session, f"{comfy.url}/system_stats")
-                for name, store in zip(names, stores, strict=True):
-                    # Each store starts on the same ComfyUI output folder (see remove_outputs).
-                    await asyncio.to_thread(remove_outputs, outputs)
-                    try:
-                        result = await measure_store(args, comfy, name, store, tmp, session)
-                        results.append(result)
-                    finally:
-                        if store.startswith(("redis://", "rediss://")):
-                            await delete_prefixed_keys(store)
-        finally:
-            await asyncio.to_thread(remove_outputs, outputs)
-            if fake is not None:
-                await fake.stop()
+        async with comfyui_under_test(args.comfyui_url, args.comfyui_output_dir, tmp) as found:
+            comfy, target = found
+            results = await measure_stores(args, comfy, names, stores, tmp)
     report(results, args, target)
+
+
+async def measure_stores(
+    args: argparse.Namespace, comfy: ComfyUI, names: list[str], stores: list[str], tmp: Path
+) -> list[StoreResult]:
+    """Each store's agent measured in turn, on one ComfyUI."""
+    outputs = comfy.output_dir
+    if args.no_output_dir:
+        comfy.output_dir = None
+    results = []
+    connector = aiohttp.TCPConnector(limit=0)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await wait_http(session, f"{comfy.url}/system_stats")
+            for name, store in zip(names, stores, strict=True):
+                # Each store starts on the same ComfyUI output folder (see remove_outputs).
+                await asyncio.to_thread(remove_outputs, outputs)
+                try:
+                    result = await measure_store(args, comfy, name, store, tmp, session)
+                    results.append(result)
+                finally:
+                    if store.startswith(("redis://", "rediss://")):
+                        await delete_prefixed_keys(store)
+    finally:
+        await asyncio.to_thread(remove_outputs, outputs)
+    return results
 
 
 def parse_args() -> argparse.Namespace:
