@@ -35,6 +35,7 @@ from tests.benchmarks.bench_hotpath import (
     agent_run,
     comfyui_under_test,
     direct_run,
+    overhead_cell,
     overhead_means,
     overhead_totals,
     process,
@@ -119,9 +120,7 @@ def report(sides: list[Side], direct_p50: float, args: argparse.Namespace, targe
     print("| --- | --- | --- | --- | --- |")
     for side in sides:
         p50 = statistics.median(side.ms)
-        own = "-"
-        if len(side.overhead_ms) == 2:
-            own = " / ".join(f"{side.overhead_ms[p]:.2f}" for p in ("before_submit", "after_end"))
+        own = overhead_cell(side.overhead_ms)
         paired = statistics.median(side.paired)
         print(f"| {side.tree} | {p50:.2f} | {p50 - direct_p50:+.2f} | {paired:+.2f} | {own} |")
     print("\nown time: before its POST /prompt / from the run's end to the answer, mean per run.")

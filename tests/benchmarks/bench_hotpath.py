@@ -226,6 +226,7 @@ async def client_load(url: str, duration: float, connections: int) -> float:
         return done / (time.perf_counter() - start)
 
 
+OVERHEAD_PHASES = ("before_submit", "after_end")
 OVERHEAD = re.compile(
     r'^comfyui_agent_sync_overhead_seconds_(sum|count)\{phase="(\w+)"\} (\S+)$', re.MULTILINE
 )
@@ -243,12 +244,19 @@ def overhead_means(
 ) -> dict[str, float]:
     """Mean ms per run of each phase between two scrapes."""
     means = {}
-    for phase in ("before_submit", "after_end"):
+    for phase in OVERHEAD_PHASES:
         count = after.get((phase, "count"), 0) - before.get((phase, "count"), 0)
         if count > 0:
             spent = after[(phase, "sum")] - before.get((phase, "sum"), 0)
             means[phase] = spent / count * 1000
     return means
+
+
+def overhead_cell(means: dict[str, float]) -> str:
+    """Both phases' means as "before / after" (ms), or "-" when the agent reports none."""
+    if len(means) != len(OVERHEAD_PHASES):
+        return "-"
+    return " / ".join(f"{means[phase]:.2f}" for phase in OVERHEAD_PHASES)
 
 
 async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 60.0) -> None:
@@ -435,12 +443,7 @@ def report(results: list[StoreResult], args: argparse.Namespace, target: str) ->
     )
     row(
         "agent's own time per run, mean (ms)",
-        [
-            " / ".join(f"{r.overhead_ms[p]:.2f}" for p in ("before_submit", "after_end"))
-            if len(r.overhead_ms) == 2
-            else "-"
-            for r in results
-        ],
+        [overhead_cell(r.overhead_ms) for r in results],
         "request to its POST /prompt / the run's end to the answer sent (the agent's /metrics)",
     )
     row(
