@@ -118,8 +118,15 @@ class SpareFiles:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue  # look again: another write may have come meanwhile
+            making = asyncio.get_running_loop().run_in_executor(None, make_spare, self._dir)
             try:
-                path = await asyncio.to_thread(make_spare, self._dir)
+                path = await asyncio.shield(making)
+            except asyncio.CancelledError:
+                # close() came while a thread makes a spare, which it finishes regardless:
+                # remove the spare once made, so that close leaves none behind.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(unlink, await making)
+                raise
             except OSError as exc:
                 # No spares then: every write takes the plain way (and says why once).
                 log.warning("file store %s: no spare files (%s); writing plainly", self._dir, exc)

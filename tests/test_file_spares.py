@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import store.file_spares
 from store import FileStore, NodeProgress, TaskRecord, TaskStatus
 from store.file_io import is_temp_name
 from store.file_spares import SPARE_PREFIX, SPARE_SIZE, SpareFiles
@@ -128,6 +130,32 @@ async def test_spares_are_made_only_while_the_store_writes_nothing_else(tmp_path
     await ready(tmp_path, 1)
     await pool.close()
     assert spares(tmp_path) == []
+
+
+async def test_close_while_a_spare_is_being_made_leaves_none_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The thread that makes a spare cannot be cancelled: close waits for it and removes the
+    # file it made, instead of leaving it for the sweeper.
+    gate = threading.Event()
+    real_make = store.file_spares.make_spare
+
+    def slow_make(directory: Path) -> Path:
+        path = real_make(directory)
+        gate.wait(5)  # the file is on disk; the thread has not returned yet
+        return path
+
+    monkeypatch.setattr(store.file_spares, "make_spare", slow_make)
+    pool = SpareFiles(tmp_path, keep=1, quiet=0)
+    pool.refill()
+    await ready(tmp_path, 1)
+    closing = asyncio.ensure_future(pool.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the thread
+    gate.set()
+    await closing
+    assert spares(tmp_path) == []
+    assert pool.take() is None
 
 
 async def test_spares_wait_until_the_store_has_been_quiet(tmp_path: Path) -> None:
