@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -25,6 +25,10 @@ _STALE_RETRIES = 5
 # event loop. A final record's write and its claim read take half the system calls.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+# A path as os calls take it: the sweeper passes plain strings (see store.file_sweep).
+FilePath: TypeAlias = str | os.PathLike[str]
 
 
 class Signature(NamedTuple):
@@ -103,7 +107,7 @@ def write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise
 
 
-def read_file(path: Path) -> tuple[bytes, Signature] | None:
+def read_file(path: FilePath) -> tuple[bytes, Signature] | None:
     """The file's bytes and the signature of exactly those bytes; None when it is missing."""
     for attempt in range(_STALE_RETRIES):
         try:
@@ -116,7 +120,7 @@ def read_file(path: Path) -> tuple[bytes, Signature] | None:
     return None
 
 
-def _read_once(path: Path) -> tuple[bytes, Signature]:
+def _read_once(path: FilePath) -> tuple[bytes, Signature]:
     fd = os.open(path, _READ_FLAGS)
     try:
         # fstat of the open file: the signature belongs to exactly these bytes.
@@ -132,7 +136,7 @@ def _read_once(path: Path) -> tuple[bytes, Signature]:
         os.close(fd)
 
 
-def stat_signature(path: Path) -> Signature | None:
+def stat_signature(path: FilePath) -> Signature | None:
     """The signature of the file at path now; None when it is missing."""
     for attempt in range(_STALE_RETRIES):
         try:
@@ -150,10 +154,10 @@ def signature(stat: os.stat_result) -> Signature:
     return Signature(stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def unlink(path: Path) -> bool:
+def unlink(path: FilePath) -> bool:
     """Remove path; False when it was gone already."""
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         # Another instance removed it first: the outcome we wanted, but not our doing.
         return False

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from store.base import StoreError
 from store.common import Watchers, is_expired
-from store.file_io import Signature, read_file, stat_signature
+from store.file_io import FilePath, Signature, read_file, stat_signature
 from store.records import TaskRecord
 
 
@@ -83,7 +83,7 @@ async def read_path(path: Path) -> tuple[bytes, Signature] | None:
         raise StoreError(f"cannot read {path}: {exc}") from exc
 
 
-def parse_record(task_id: str, path: Path, data: bytes) -> TaskRecord:
+def parse_record(task_id: str, path: FilePath, data: bytes) -> TaskRecord:
     """The record in a task file; StoreError when it is not task_id's record."""
     try:
         record = TaskRecord.from_json(data)

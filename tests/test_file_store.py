@@ -428,20 +428,20 @@ async def test_sweep_survives_files_vanishing_under_it(
     temp = file_store.directory / ".x.1111.tmp"
     temp.write_text("{")
     age(temp, 7200)
-    real_read, real_unlink = store.file_sweep.read_file, Path.unlink
+    real_read, real_unlink = store.file_sweep.read_file, os.unlink
 
-    def read_after_another_sweeper(path: Path) -> Any:
-        if path.name == "done-0.json":
+    def read_after_another_sweeper(path: str) -> Any:
+        if os.path.basename(path) == "done-0.json":
             real_unlink(path)  # another instance wins between stat and read
         return real_read(path)
 
-    def unlink_after_another_sweeper(path: Path, missing_ok: bool = False) -> None:
-        if path.name in ("done-1.json", temp.name):
+    def unlink_after_another_sweeper(path: str) -> None:
+        if os.path.basename(path) in ("done-1.json", temp.name):
             real_unlink(path)  # another instance wins between read and unlink
-        real_unlink(path, missing_ok)
+        real_unlink(path)
 
     monkeypatch.setattr(store.file_sweep, "read_file", read_after_another_sweeper)
-    monkeypatch.setattr(Path, "unlink", unlink_after_another_sweeper)
+    monkeypatch.setattr(os, "unlink", unlink_after_another_sweeper)
     assert await file_store.sweep() == 4
     monkeypatch.undo()
     assert names(file_store.directory) == set()
@@ -464,9 +464,9 @@ async def test_sweep_keeps_a_record_rewritten_while_it_judged_it(
     real_read = store.file_sweep.read_file
     fresh = record(instance="retried").to_json().encode()
 
-    def read_then_rewritten(read_path: Path) -> Any:
+    def read_then_rewritten(read_path: str) -> Any:
         found = real_read(read_path)
-        store.file.write_atomically(read_path.parent, "task-1", fresh, ".json")
+        store.file.write_atomically(Path(read_path).parent, "task-1", fresh, ".json")
         return found
 
     monkeypatch.setattr(store.file_sweep, "read_file", read_then_rewritten)
