@@ -5,141 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from agent import __version__
-from store.base import TASK_ID_PATTERN
+from agent.openapi_parts import (
+    APP_PATH_ID,
+    APP_RUN_BODY,
+    APP_SCHEMA,
+    DELIVERY_PARAMETERS,
+    ERROR,
+    PANEL_SCHEMA,
+    RESULTS_QUERY,
+    TASK_ID_HEADER,
+    TASK_ID_SCHEMA,
+    TASK_LINKS,
+    TASK_PATH_ID,
+    WORKFLOW_BODY,
+    json_body,
+    ref,
+)
 from store.records import NodeProgress, TaskRecord
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-ERROR = _json(_ref("Error"), "error: {message: ErrorType, error: detail}")
-# The store's own rule, anchored: ids that break it are answered 400 before any lookup.
-TASK_ID_SCHEMA = {"type": "string", "pattern": f"^{TASK_ID_PATTERN.pattern}$"}
-TASK_ID_HEADER = {
-    "name": "task-id",
-    "in": "header",
-    "required": False,
-    # Empty counts as absent, as in the Go agent.
-    "schema": {"type": "string", "pattern": f"^$|^{TASK_ID_PATTERN.pattern}$"},
-    "description": "names the task (else X-Fc-Async-Task-Id, else a new UUID)",
-}
-RESULTS_QUERY = {
-    "name": "results",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "string", "enum": ["base64", "none"]},
-}
-# Delivery (agent/delivery/plan.py): where outputs go and whom to tell.
-DELIVERY_PARAMETERS = [
-    {
-        "name": "X-Output-Store",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "pattern": "^(s3://\\S+)?$"},
-        "description": "upload outputs to s3://BUCKET/PREFIX?endpoint=URL&region=R (empty: none)",
-    },
-    {
-        "name": "X-Webhook-Url",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "pattern": "^(https?://\\S+)?$"},
-        "description": "POST task.succeeded / task.failed / task.interrupted here (signed;"
-        " empty: none)",
-    },
-    {
-        "name": "presign",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "number", "minimum": 0, "maximum": 604800},
-        "description": "urls are presigned GET URLs valid this many seconds",
-    },
-    {
-        "name": "format",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "enum": ["jpeg", "webp"]},
-        "description": "convert still image outputs (copies) inline and uploaded",
-    },
-    {
-        "name": "quality",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-    },
-]
-# Runs on any ComfyUI (core nodes only): a 64x64 black image, inverted, saved.
-WORKFLOW_EXAMPLE = {
-    "1": {
-        "class_type": "EmptyImage",
-        "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
-    },
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "agent"}},
-}
-WORKFLOW_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": _ref("Workflow"), "example": WORKFLOW_EXAMPLE}},
-}
-TASK_PATH_ID = {"name": "task_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA}
-# A started task's record names it: clients (and contract tests) follow these links.
-TASK_LINKS = {
-    "links": {
-        "GetTask": {
-            "operationId": "getTask",
-            "parameters": {"task_id": "$response.body#/task_id"},
-        },
-        "DeleteTask": {
-            "operationId": "deleteTask",
-            "parameters": {"task_id": "$response.body#/task_id"},
-        },
-        "GetStatus": {
-            "operationId": "getStatus",
-            "parameters": {"id": "$response.body#/task_id"},
-        },
-    }
-}
-APP_PATH_ID = {"name": "app_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA}
-APP_RUN_BODY = {
-    "required": False,
-    "content": {"application/json": {"schema": _ref("AppRunBody")}},
-}
-
-
-PANEL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "enum": ["image", "select", "number", "string", "group"]},
-        "id": {"type": "string", "description": "node id (not for groups)"},
-        "key": {"type": "string", "description": "input name (not for groups)"},
-        "name": {"type": "string", "description": "the parameter name, `<id>.<key>`"},
-        "title": {"type": "string"},
-        "description": {"type": "string"},
-        "options": {"type": "array", "items": {"type": ["string", "number"]}},
-        "min": {"type": "number"},
-        "max": {"type": "number"},
-        "step": {"type": "number"},
-        "hidden": {"type": "boolean"},
-        "default": {"description": "the workflow's own value"},
-        "children": {"type": "array", "items": _ref("Panel")},
-    },
-}
-APP_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "title", "params", "prompt"],
-    "properties": {
-        "id": {"type": "string"},
-        "title": {"type": "string"},
-        "description": {"type": ["string", "null"]},
-        "params": {"type": "array", "items": _ref("Panel")},
-        "prompt": _ref("Workflow"),
-    },
-}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -149,7 +31,7 @@ def openapi_document() -> dict[str, Any]:
     definitions = record_schema.pop("$defs", {})
     node_schema = NodeProgress.model_json_schema(ref_template=template)
     definitions.update(node_schema.pop("$defs", {}))
-    progress_map = {"type": "object", "additionalProperties": _ref("NodeProgressWithResults")}
+    progress_map = {"type": "object", "additionalProperties": ref("NodeProgressWithResults")}
     return {
         "openapi": "3.1.0",
         "info": {"title": "comfyui-agent", "version": __version__},
@@ -161,7 +43,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [TASK_ID_HEADER, RESULTS_QUERY, *DELIVERY_PARAMETERS],
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
-                        "200": _json(progress_map, "the progress map with results"),
+                        "200": json_body(progress_map, "the progress map with results"),
                         **{code: ERROR for code in ("400", "401", "409", "413", "422", "429")},
                         **{code: ERROR for code in ("500", "502", "503", "504")},
                     },
@@ -175,7 +57,7 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "id", "in": "query", "required": True, "schema": TASK_ID_SCHEMA}
                     ],
                     "responses": {
-                        "200": _json(progress_map, "the progress map"),
+                        "200": json_body(progress_map, "the progress map"),
                         **{code: ERROR for code in ("400", "401", "404", "503")},
                     },
                 }
@@ -188,11 +70,11 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": WORKFLOW_BODY,
                     "responses": {
                         "200": {
-                            **_json(_ref("TaskRecord"), "the task already succeeded"),
+                            **json_body(ref("TaskRecord"), "the task already succeeded"),
                             **TASK_LINKS,
                         },
                         "202": {
-                            **_json(_ref("TaskRecord"), "started (or already running)"),
+                            **json_body(ref("TaskRecord"), "started (or already running)"),
                             **TASK_LINKS,
                         },
                         **{code: ERROR for code in ("400", "401", "413", "422", "429", "503")},
@@ -205,7 +87,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "The task record",
                     "parameters": [TASK_PATH_ID],
                     "responses": {
-                        "200": _json(_ref("TaskRecord"), "the record"),
+                        "200": json_body(ref("TaskRecord"), "the record"),
                         **{code: ERROR for code in ("400", "401", "404", "503")},
                     },
                 },
@@ -214,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Interrupt the task wherever it runs",
                     "parameters": [TASK_PATH_ID],
                     "responses": {
-                        "202": _json(_ref("TaskRecord"), "interrupt requested"),
+                        "202": json_body(ref("TaskRecord"), "interrupt requested"),
                         **{code: ERROR for code in ("400", "401", "404", "409", "503")},
                     },
                 },
@@ -224,7 +106,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "listApps",
                     "summary": "Every app (saved workflow with a parameter panel)",
                     "responses": {
-                        "200": _json({"type": "array", "items": _ref("App")}, "the apps"),
+                        "200": json_body({"type": "array", "items": ref("App")}, "the apps"),
                         "401": ERROR,
                     },
                 }
@@ -235,7 +117,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "One app",
                     "parameters": [APP_PATH_ID],
                     "responses": {
-                        "200": _json(_ref("App"), "the app"),
+                        "200": json_body(ref("App"), "the app"),
                         **{code: ERROR for code in ("401", "404")},
                     },
                 }
@@ -252,7 +134,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "requestBody": APP_RUN_BODY,
                     "responses": {
-                        "200": _json(progress_map, "the progress map with results"),
+                        "200": json_body(progress_map, "the progress map with results"),
                         **{code: ERROR for code in ("400", "401", "404", "409", "413", "422")},
                         **{code: ERROR for code in ("429", "500", "502", "503", "504")},
                     },
@@ -265,8 +147,8 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [APP_PATH_ID, TASK_ID_HEADER, *DELIVERY_PARAMETERS],
                     "requestBody": APP_RUN_BODY,
                     "responses": {
-                        "200": _json(_ref("TaskRecord"), "the task already succeeded"),
-                        "202": _json(_ref("TaskRecord"), "started (or already running)"),
+                        "200": json_body(ref("TaskRecord"), "the task already succeeded"),
+                        "202": json_body(ref("TaskRecord"), "started (or already running)"),
                         **{code: ERROR for code in ("400", "401", "404", "413", "422", "429")},
                         "503": ERROR,
                     },
@@ -276,7 +158,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "healthz",
                     "summary": "Alive (the process answers)",
-                    "responses": {"200": _json({"type": "object"}, "ok")},
+                    "responses": {"200": json_body({"type": "object"}, "ok")},
                 }
             },
             "/readyz": {
@@ -284,8 +166,8 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "readyz",
                     "summary": "ComfyUI ready and the agent accepting work",
                     "responses": {
-                        "200": _json(_ref("Readiness"), "ready"),
-                        "503": _json(_ref("Readiness"), "not ready (Retry-After)"),
+                        "200": json_body(ref("Readiness"), "ready"),
+                        "503": json_body(ref("Readiness"), "not ready (Retry-After)"),
                     },
                 }
             },
@@ -294,8 +176,8 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "initialize",
                     "summary": "Function Compute's initializer hook: answers once ComfyUI is ready",
                     "responses": {
-                        "200": _json({"type": "object"}, "ready"),
-                        "503": _json({"type": "object"}, "not ready within --ready-timeout"),
+                        "200": json_body({"type": "object"}, "ready"),
+                        "503": json_body({"type": "object"}, "not ready within --ready-timeout"),
                     },
                 }
             },
@@ -316,7 +198,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+                    "responses": {"200": json_body({"type": "object"}, "the OpenAPI document")},
                 }
             },
         },
@@ -334,11 +216,11 @@ def openapi_document() -> dict[str, Any]:
                 "Workflow": {
                     "description": "API-format workflow, bare or as ComfyUI's {prompt: ...}",
                     "anyOf": [
-                        _ref("NodeMap"),
+                        ref("NodeMap"),
                         {
                             "type": "object",
                             "required": ["prompt"],
-                            "properties": {"prompt": _ref("NodeMap")},
+                            "properties": {"prompt": ref("NodeMap")},
                         },
                     ],
                 },

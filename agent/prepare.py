@@ -7,6 +7,7 @@ import random
 from collections import OrderedDict
 from typing import Any
 
+from agent.fenced_http import FetchError
 from agent.inputs import (
     ImageInput,
     InputKind,
@@ -15,7 +16,7 @@ from agent.inputs import (
     plan_image_inputs,
     sniff_image,
 )
-from agent.url_fetch import FetchError, UrlFetcher
+from agent.url_fetch import UrlFetcher
 from agent.workflow import PreparationError, PreparedWorkflow, randomize_seeds
 from comfyui.client import ComfyUIClient, ComfyUIError, ComfyUIUnavailable
 

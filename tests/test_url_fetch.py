@@ -21,15 +21,14 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from agent.address_policy import AddressPolicy
-from agent.url_fetch import (
+from agent.fenced_http import (
     AddressRefused,
-    FetchedFile,
     FetchFailed,
     FetchRefused,
     PolicyResolver,
-    UrlFetcher,
     display_url,
 )
+from agent.url_fetch import FetchedFile, UrlFetcher
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 ALLOW_LOOPBACK_V4 = AddressPolicy(["127.0.0.1"])

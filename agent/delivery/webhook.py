@@ -33,7 +33,7 @@ from yarl import URL
 
 from agent.address_policy import AddressPolicy
 from agent.delivery.metrics import DeliveryMetrics
-from agent.url_fetch import AddressRefused, FencedSession, FetchRefused, check_url, display_url
+from agent.fenced_http import AddressRefused, FencedSession, FetchRefused, check_url, display_url
 
 log = logging.getLogger("agent.webhook")
 
