@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import json
 import logging
 import os
@@ -445,6 +446,34 @@ async def test_sweep_survives_files_vanishing_under_it(
     assert await file_store.sweep() == 4
     monkeypatch.undo()
     assert names(file_store.directory) == set()
+
+
+async def test_sweep_keeps_a_claim_when_its_task_file_cannot_be_checked(
+    stores: Callable[..., FileStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A long-expired claim goes only with its task; a NAS error while checking for the task
+    # must not read as "gone", or the task's fencing token would go with it.
+    file_store = stores(ttl=60)
+    assert await file_store.claim("kept", "a", 30)
+    await file_store.save(record("kept"))
+    claim = file_store.directory / ".claims" / "kept.claim"
+    claim.write_text(json.dumps({"owner": "a", "token": 7, "nonce": "n", "expires_at": 1.0}))
+    task_file = str(file_store.directory / "kept.json")
+    real_stat = os.stat
+
+    def failing_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) == task_file:
+            raise OSError(errno.EIO, "Input/output error", task_file)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing_stat)
+    with caplog.at_level(logging.WARNING, logger="store.file"):
+        assert await file_store.sweep() == 0
+    monkeypatch.undo()
+    assert claim.exists()
+    assert "cannot sweep" in caplog.text
 
 
 async def test_two_instances_sweeping_at_once(stores: Callable[..., FileStore]) -> None:
