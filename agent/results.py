@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any, Protocol, runtime_checkable
 
+from agent.answer_json import Base64Text
 from agent.delivery.image_format import ImageFormat
 from store.records import OutputFile, TaskRecord
 
@@ -44,9 +44,9 @@ class EncodedFiles:
         self._source = source
         self._limit = asyncio.Semaphore(concurrency)
         self._image_format = image_format
-        self._jobs: dict[tuple[str, str, str], asyncio.Future[str]] = {}
+        self._jobs: dict[tuple[str, str, str], asyncio.Future[Base64Text]] = {}
 
-    def start(self, file: OutputFile) -> asyncio.Future[str]:
+    def start(self, file: OutputFile) -> asyncio.Future[Base64Text]:
         """Begin reading file (once); its base64 is the future's result."""
         key = (file.filename, file.subfolder, file.type)
         job = self._jobs.get(key)
@@ -58,9 +58,9 @@ class EncodedFiles:
             self._jobs[key] = job
         return job
 
-    async def of_record(self, record: TaskRecord) -> dict[str, list[str]]:
+    async def of_record(self, record: TaskRecord) -> dict[str, list[Base64Text]]:
         """Node id -> base64 of each of its output files, in the order they were recorded."""
-        results: dict[str, list[str]] = {}
+        results: dict[str, list[Base64Text]] = {}
         for node_id, node in record.progress.items():
             if node.images:
                 jobs = [self.start(file) for file in node.images]
@@ -81,7 +81,7 @@ class EncodedFiles:
         subfolder: str,
         file_type: str,
         early: asyncio.Future[bytes | None] | None,
-    ) -> str:
+    ) -> Base64Text:
         data = await early if early is not None else None
         if data is None:
             async with self._limit:
@@ -90,7 +90,7 @@ class EncodedFiles:
         if image_format is not None and image_format.applies_to(filename):
             converted = await asyncio.to_thread(image_format.convert_bytes, data)
             data = converted if converted is not None else data
-        return base64.b64encode(data).decode("ascii")
+        return Base64Text.encode(data)
 
 
 async def fetch_results(
@@ -100,7 +100,7 @@ async def fetch_results(
     concurrency: int = 4,
     image_format: ImageFormat | None = None,
     started: EncodedFiles | None = None,
-) -> dict[str, list[str]]:
+) -> dict[str, list[Base64Text]]:
     """Node id -> base64 of each of its output files, in the order they were recorded.
 
     With image_format, still images are converted (a copy; the file stays as it is).
@@ -116,7 +116,7 @@ async def fetch_results(
 
 
 def progress_with_results(
-    record: TaskRecord, results: dict[str, list[str]] | None
+    record: TaskRecord, results: dict[str, list[Base64Text]] | None
 ) -> dict[str, dict[str, Any]]:
     """The progress map, with `results` on nodes that have files (the Go agent's answer)."""
     progress = record.progress_map()

@@ -130,6 +130,13 @@ def request_task_id(request: web.Request) -> str:
         raise invalid_task_id(exc) from exc
 
 
+def json_bytes_response(body: bytes, headers: dict[str, str], *, status: int = 200) -> web.Response:
+    """JSON already rendered, with the headers web.json_response would send."""
+    return web.Response(
+        body=body, status=status, content_type="application/json", charset="utf-8", headers=headers
+    )
+
+
 @contextlib.contextmanager
 def errors_name_task(task_id: str) -> Iterator[None]:
     """Refusals before a task exists still tell the caller its id (X-Task-Id)."""

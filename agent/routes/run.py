@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.answer_json import dumps_answer
 from agent.delivery.plan import DeliveryPlan
 from agent.errors import ApiError, unavailable
 from agent.results import EncodedFiles
@@ -28,6 +29,7 @@ from agent.routes.common import (
     RunRequest,
     errors_name_task,
     finished_body,
+    json_bytes_response,
     request_task_id,
     results_mode,
     task_headers,
@@ -283,7 +285,7 @@ def _response(
             headers[FC_STATUS_HEADER] = FC_FAILED
     if status == 503:
         headers["Retry-After"] = "5"
-    return web.json_response(body, status=status, headers=headers)
+    return json_bytes_response(dumps_answer(body), headers, status=status)
 
 
 def _retry_later(exc: ApiError) -> ApiError:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from agent.answer_json import dumps_answer
 from agent.delivery.image_format import ImageFormat
 from agent.errors import ApiError
 from agent.routes.apps import app_run_from_message, is_app_message
@@ -208,4 +209,5 @@ async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
     if ws.closed:
         return
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_json(message)
+        # A text frame from the rendered bytes: results go in unscanned (answer_json).
+        await ws.send_frame(dumps_answer(message), WSMsgType.TEXT)

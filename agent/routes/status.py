@@ -8,7 +8,7 @@ from aiohttp import web
 
 from agent.answer_cache import FinishedAnswer
 from agent.errors import ApiError, bad_request
-from agent.routes.common import invalid_task_id, task_headers
+from agent.routes.common import invalid_task_id, json_bytes_response, task_headers
 from agent.services import Services, services
 from store.base import InvalidTaskId, StoreError, validate_task_id
 from store.records import TaskRecord
@@ -49,13 +49,6 @@ async def load_answer(svc: Services, task_id: str) -> TaskRecord | FinishedAnswe
     if isinstance(found, TaskRecord):
         return found.as_seen_at(time.time())
     return found
-
-
-def json_bytes_response(body: bytes, headers: dict[str, str]) -> web.Response:
-    """JSON already rendered, with the headers web.json_response would send."""
-    return web.Response(
-        body=body, content_type="application/json", charset="utf-8", headers=headers
-    )
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -18,13 +18,14 @@ from agent.routes.common import (
     RunReader,
     errors_name_task,
     invalid_task_id,
+    json_bytes_response,
     request_task_id,
     task_headers,
     workflow_run,
 )
 from agent.routes.delivery_plan import request_plan
 from agent.routes.run import start_run
-from agent.routes.status import json_bytes_response, load_answer, load_task
+from agent.routes.status import load_answer, load_task
 from agent.services import Services, services
 from store.base import InvalidTaskId, StoreError, validate_task_id
 from store.records import TaskRecord, TaskStatus
