@@ -9,21 +9,32 @@ scanned is the answer without its files.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
+import pybase64
 
-class Base64Text(bytes):
-    """A file's base64 (standard alphabet, padded), ASCII bytes: a JSON string as it is."""
 
-    __slots__ = ()
+@dataclass(frozen=True, slots=True)
+class Base64Text:
+    """A file's base64 (standard alphabet, padded) as ASCII bytes: a JSON string as is.
+
+    Made by `encode` only, so it holds nothing that would need escaping. A wrapper, not a
+    bytes subclass: making one of those copies the megabytes again.
+    """
+
+    data: bytes
 
     @classmethod
     def encode(cls, data: bytes) -> Base64Text:
-        """The base64 of data; nothing else can be one (its alphabet needs no escaping)."""
-        return cls(base64.b64encode(data))
+        """The base64 of data."""
+        return cls(pybase64.b64encode(data))
+
+    def text(self) -> str:
+        """The base64 as a str (what json.loads gives back for it)."""
+        return self.data.decode("ascii")
 
 
 def dumps_answer(body: Any) -> bytes:
@@ -35,7 +46,7 @@ def dumps_answer(body: Any) -> bytes:
 
     def stand_in(value: object) -> str:
         if isinstance(value, Base64Text):
-            files.append(value)
+            files.append(value.data)
             return f"{marker}:{len(files) - 1}"
         raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import pybase64
+
 DEFAULT_IMAGE_INPUTS = ("LoadImage.image", "LoadImageMask.image")
 
 # A ComfyUI file name: has an extension, optionally an annotation like " [output]".
@@ -171,12 +173,22 @@ def _decode_base64(payload: str, max_bytes: int, fail: Fail) -> bytes | None:
     compact = compact.replace("-", "+").replace("_", "/")
     compact += "=" * (-len(compact) % 4)
     try:
-        data = base64.b64decode(compact, validate=True)
+        data = b64decode_strict(compact)
     except (binascii.Error, ValueError):
         return None
     if len(data) > max_bytes:
         raise fail(f"image is larger than {max_bytes} bytes")
     return data
+
+
+def b64decode_strict(compact: str) -> bytes:
+    """Strict base64, as base64.b64decode(validate=True) judges it, at SIMD speed."""
+    try:
+        return pybase64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        # pybase64 also refuses padding past a whole quantum ("QUJD="), which the
+        # standard library lets pass: it has the last word, so no input changes meaning.
+        return base64.b64decode(compact, validate=True)
 
 
 def content_name(data: bytes, extension: str) -> str:

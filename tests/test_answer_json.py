@@ -16,7 +16,7 @@ from agent.answer_json import Base64Text, dumps_answer
 def as_text(value: Any) -> Any:
     """value with every Base64Text as the str json.dumps is given today."""
     if isinstance(value, Base64Text):
-        return value.decode("ascii")
+        return value.text()
     if isinstance(value, dict):
         return {key: as_text(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -65,3 +65,9 @@ def test_no_files_is_plain_json_dumps() -> None:
 def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps_answer({"raw": b"bytes that are no Base64Text"})
+
+
+def test_base64_text_is_the_standard_base64() -> None:
+    data = bytes(range(256)) * 3
+    assert Base64Text.encode(data).text() == base64.b64encode(data).decode()
+    assert Base64Text.encode(data) == Base64Text.encode(data)

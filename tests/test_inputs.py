@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import random
 import struct
 import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.inputs import (
     DEFAULT_IMAGE_INPUTS,
     InputKind,
     InputValueError,
+    _decode_base64,
     content_name,
     parse_input_specs,
     plan_image_inputs,
@@ -156,6 +160,28 @@ def test_unusable_values_name_node_and_input(value: str, reason: str) -> None:
     assert reason in str(error)
     assert "node 1 (LoadImage) input 'image'" in str(error)
     assert error.details() == {"node_id": "1", "input": "image", "reason": error.reason}
+
+
+def stdlib_decode(payload: str) -> bytes | None:
+    """What agent.inputs decoded inline base64 to before it used pybase64."""
+    compact = payload.replace("\r", "").replace("\n", "").replace("\t", "")
+    compact = compact.replace("-", "+").replace("_", "/")
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True) if compact else None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def fail(message: str) -> ValueError:
+    return ValueError(message)
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \né"))
+def test_inline_base64_is_judged_as_the_standard_library_judged_it(text: str) -> None:
+    # Inline images are decoded with pybase64 (SIMD); what it accepts and what it gives
+    # must be what base64.b64decode(validate=True) did, so that no input changes meaning.
+    assert _decode_base64(text, MAX, fail) == stdlib_decode(text)
 
 
 def test_oversized_inline_image_is_refused() -> None:

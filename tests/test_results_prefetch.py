@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from agent.answer_json import Base64Text
 from agent.results import EncodedFiles
 from store.records import NodeProgress, OutputFile, TaskRecord, TaskStatus
 from tests.agent_harness import running_agent
@@ -48,7 +49,7 @@ async def test_a_file_started_early_is_read_once_and_answered_in_recorded_order(
     files.start(OutputFile(filename="b.png"))
     files.start(OutputFile(filename="b.png"))
     results = await files.of_record(record_with({"9": ["a.png", "b.png"], "3": []}))
-    encoded = [base64.b64encode(name) for name in (b"a.png", b"b.png")]
+    encoded = [Base64Text.encode(name) for name in (b"a.png", b"b.png")]
     assert results == {"9": encoded}
     assert sorted(source.calls) == ["a.png", "b.png"]
 
