@@ -249,6 +249,19 @@ async def test_ws_streams_progress_in_order_then_result(agent: AgentUnderTest) -
     assert all(a != b for a, b in itertools.pairwise(progress))
 
 
+async def test_ws_declines_compression_a_browser_offers(agent: AgentUnderTest) -> None:
+    # Previews (JPEG) and results (base64 of PNG) barely deflate; compressing them would
+    # cost ComfyUI's cores more than it saves on the wire. Every message still arrives.
+    prompt = distinct(trace_prompt("success"), "ws-deflate")
+    async with agent.session.ws_connect(agent.ws_url("/api/run/ws"), compress=15) as ws:
+        assert ws.compress == 0
+        assert "Sec-WebSocket-Extensions" not in ws._response.headers
+        await ws.send_json(prompt)
+        messages = [json.loads(message.data) async for message in ws]
+    assert messages[-1]["type"] == "result"
+    assert base64.b64decode(messages[-1]["data"]["3"]["results"][0]).startswith(PNG_MAGIC)
+
+
 async def test_ws_error_message_for_execution_error(agent: AgentUnderTest) -> None:
     async with agent.session.ws_connect(agent.ws_url("/api/run/ws")) as ws:
         await ws.send_json(trace_prompt("runtime_error_custom"))
