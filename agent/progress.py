@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from agent.history_entry import needed_nodes, read_history_entry
 from comfyui.events import (
     ComfyEvent,
     Executed,
@@ -21,7 +22,6 @@ from comfyui.events import (
     ExecutionSuccess,
     Progress,
     ProgressState,
-    parse_event,
 )
 from store.records import FILE_OUTPUT_KEYS, NodeProgress, OutputFile, TaskError
 
@@ -110,44 +110,19 @@ class ProgressTracker:
     def apply_history(self, entry: Mapping[str, Any], now: float) -> bool:
         """Bring the state up to date from a `/history/{prompt_id}` entry (websocket gaps)."""
         ts = int(now)
-        changed = False
-        status = entry.get("status")
-        messages = status.get("messages", []) if isinstance(status, Mapping) else []
-        for item in messages if isinstance(messages, list) else []:
-            if (
-                isinstance(item, list)
-                and len(item) == 2
-                and item[0] == "execution_cached"
-                and isinstance(item[1], Mapping)
-            ):
-                nodes = item[1].get("nodes")
-                if isinstance(nodes, list):
-                    changed |= self._apply_cached([str(n) for n in nodes], ts)
-        outputs = entry.get("outputs")
-        if isinstance(outputs, Mapping):
-            for node_id, output in outputs.items():
-                if isinstance(output, Mapping) and node_id not in self.outputs:
-                    changed |= self._apply_executed(str(node_id), output, ts)
-        for item in messages if isinstance(messages, list) else []:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], Mapping)):
-                continue
-            event = parse_event({"type": item[0], "data": dict(item[1])})
-            # execution_start too: a run seen only through history did start.
-            if isinstance(
-                event, ExecutionStart | ExecutionError | ExecutionInterrupted | ExecutionSuccess
-            ):
-                changed |= self.apply(event, now)
-        if (
-            self.outcome is None
-            and isinstance(status, Mapping)
-            and status.get("status_str") == "success"
-            and status.get("completed")
-        ):
+        history = read_history_entry(entry)
+        changed = self._apply_cached(history.cached, ts)
+        for node_id, output in history.outputs.items():
+            if node_id not in self.outputs:
+                changed |= self._apply_executed(node_id, output, ts)
+        for event in history.events:
+            changed |= self.apply(event, now)
+        if self.outcome is None and history.succeeded:
             changed |= self._finish(Outcome.SUCCEEDED, None, ts)
         if self.outcome is Outcome.SUCCEEDED:
             # Nodes that ran while the websocket was down sent nothing we saw; but a
             # successful prompt ran (or took from cache) everything its outputs need.
-            for node_id in _needed_nodes(entry.get("prompt")):
+            for node_id in needed_nodes(entry):
                 node = self.nodes.get(node_id)
                 if node is not None and not node.done:
                     changed |= _mark_done(node, ts)
@@ -322,29 +297,3 @@ def _mark_done(node: NodeProgress, ts: int) -> bool:
     node.value = node.max
     node.last_updated = ts
     return True
-
-
-def _needed_nodes(prompt_entry: Any) -> set[str]:
-    """Nodes a history entry's prompt needed: its output nodes and all their inputs' nodes.
-
-    `prompt_entry` is history's `[number, prompt_id, prompt, extra_data, outputs]`.
-    """
-    if not (isinstance(prompt_entry, list) and len(prompt_entry) >= 5):
-        return set()
-    prompt, outputs = prompt_entry[2], prompt_entry[4]
-    if not isinstance(prompt, Mapping) or not isinstance(outputs, list):
-        return set()
-    needed: set[str] = set()
-    pending = [str(node_id) for node_id in outputs]
-    while pending:
-        node_id = pending.pop()
-        if node_id in needed or not isinstance(prompt.get(node_id), Mapping):
-            continue
-        needed.add(node_id)
-        inputs = prompt[node_id].get("inputs")
-        if isinstance(inputs, Mapping):
-            for value in inputs.values():
-                # A link is [upstream node id, output index].
-                if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
-                    pending.append(str(value[0]))
-    return needed
