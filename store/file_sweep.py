@@ -82,7 +82,8 @@ class DirectorySweeper:
             if is_temp_name(name) or is_marker_name(name):
                 return self._sweep_temp(path, now)
             if (task_id := task_id_of(name, CLAIM_SUFFIX)) is not None:
-                kept = _exists(os.path.join(self._dir, task_id + SUFFIX))
+                # An I/O error (a NAS hiccup) raises here: it must not read as "gone".
+                kept = stat_signature(os.path.join(self._dir, task_id + SUFFIX)) is not None
                 return sweep_claim(path, now, kept)
             # A once-marker has the same {"expires_at"} content as a cancel request.
             if any(task_id_of(name, suffix) is not None for suffix in (CANCEL_SUFFIX, MARK_SUFFIX)):
@@ -149,15 +150,6 @@ class DirectorySweeper:
             return 0
         # Its cancel request can concern no run any more.
         return 1 + unlink(os.path.join(self._claims, task_id + CANCEL_SUFFIX))
-
-
-def _exists(path: str) -> bool:
-    """Whether path exists; an I/O error (a NAS hiccup) raises, as it must not read as no."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def task_id_of(name: str, suffix: str = SUFFIX) -> str | None:

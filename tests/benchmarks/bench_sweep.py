@@ -30,14 +30,9 @@ from pathlib import Path
 
 from store.file_claims import CLAIM_SUFFIX
 from store.file_sweep import SUFFIX, DirectorySweeper
+from tests.benchmarks.bench_agent import rss_kib
 
 WEEK = 7 * 24 * 3600.0
-
-
-def rss_mib() -> float:
-    """This process's resident set, MiB."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def fill(directory: Path, tasks: int) -> None:
@@ -57,6 +52,11 @@ def bare_scan(directory: Path) -> None:
             names = [entry.name for entry in scan]
         for name in names:
             os.stat(os.path.join(directory, sub, name))
+
+
+def rss_mib() -> float:
+    """This process's resident set, MiB."""
+    return rss_kib(os.getpid())[0] / 1024
 
 
 def child(kind: str, directory: Path) -> None:
