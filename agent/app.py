@@ -191,7 +191,7 @@ def _services_context(
         delivery_metrics = DeliveryMetrics(metrics.registry)
         # Read from ComfyUI's output directory when known (no /view round trip), for
         # uploads and for sync answers alike.
-        output_files = OutputFiles(client, _output_dir(settings))
+        output_files = OutputFiles(client, _output_dir(settings), on_read=metrics.output_read)
         delivery = Delivery(
             store=store,
             uploader=Uploader(
@@ -272,6 +272,7 @@ def _services_context(
             ),
             output_files=output_files,
         )
+        await output_files.start()
         await backend.start()
         events.start()
         warmup.start()
@@ -281,6 +282,7 @@ def _services_context(
             await warmup.stop()
             await runner.shutdown(settings.shutdown_grace)
             await delivery.close()
+            output_files.close()
             remove_listener()
             remove_ready_listener()
             await events.stop()

@@ -134,6 +134,13 @@ class Metrics:
             ["mode"],
             registry=reg,
         )
+        self.output_reads = Counter(
+            "comfyui_agent_output_reads",
+            "Output files read from ComfyUI's output directory, by way: from the kernel's"
+            " caches on the event loop (cache), or on a thread (thread).",
+            ["way"],
+            registry=reg,
+        )
         self.app_load_errors = Counter(
             "comfyui_agent_app_load_errors",
             "App file problems found (each once).",
@@ -143,6 +150,8 @@ class Metrics:
             self.websocket_watchers.labels(mode=mode)
         for phase in ("before_submit", "after_end"):
             self.sync_overhead_seconds.labels(phase=phase)
+        for way in ("cache", "thread"):
+            self.output_reads.labels(way=way)
 
     def run_finished(self, outcome: str, seconds: float) -> None:
         """Count a finished run."""
@@ -183,6 +192,10 @@ class Metrics:
             yield
         finally:
             gauge.dec()
+
+    def output_read(self, way: str) -> None:
+        """Count an output file read from the output directory ("cache" or "thread")."""
+        self.output_reads.labels(way=way).inc()
 
     def app_problem(self) -> None:
         """Count an app file (or entry) that could not be loaded."""

@@ -132,6 +132,11 @@ async def test_scrape_of_a_running_agent(tmp_path: Path) -> None:
             assert count == 1 and 0 < spent < run_seconds / 4, (phase, spent, run_seconds)
         assert value(after, "comfyui_agent_store_writes_total") > 0
         assert value(after, "comfyui_agent_queue_depth") == 0
+        # The answer's one image, read from the fake's output directory one way or the other.
+        reads = [
+            value(after, "comfyui_agent_output_reads_total", way=w) for w in ("cache", "thread")
+        ]
+        assert sum(reads) == 1, reads
         for node_type in ("EmptyImage", "SlowCounter", "SaveImage"):
             count = value(after, "comfyui_agent_node_execution_seconds_count", node_type=node_type)
             assert count == 1, node_type

@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import logging
 import mimetypes
+import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.delivery.cached_read import CachedReader
 from agent.delivery.image_format import ImageFormat
 from comfyui.client import ComfyUIClient
 from store.records import OutputFile
@@ -49,9 +51,30 @@ def output_dir_from_command(command: Sequence[str]) -> Path | None:
 class OutputFiles:
     """Gives a readable local path for output files of ComfyUI (see the module docstring)."""
 
-    def __init__(self, client: ComfyUIClient, output_dir: Path | None) -> None:
+    def __init__(
+        self,
+        client: ComfyUIClient,
+        output_dir: Path | None,
+        *,
+        on_read: Callable[[str], None] | None = None,
+    ) -> None:
         self._client = client
+        # Told "cache" or "thread": how each file was read from the output directory.
+        self._on_read = on_read
         self._output_dir = output_dir.resolve() if output_dir is not None else None
+        # A file ComfyUI has just written is read on the loop when the kernel can hand it
+        # over without blocking; a thread otherwise (agent.delivery.cached_read).
+        self.cached = CachedReader(str(self._output_dir)) if self._output_dir else None
+
+    async def start(self) -> None:
+        """Get the cached reads ready, if the output directory is there already."""
+        if self.cached is not None:
+            await asyncio.to_thread(self.cached.prepare)
+
+    def close(self) -> None:
+        """Let go of the output directory."""
+        if self.cached is not None:
+            self.cached.close()
 
     def in_output_dir(self, file: OutputFile) -> Path | None:
         """The file's path in the output directory, if known, inside it and present."""
@@ -67,7 +90,10 @@ class OutputFiles:
         """The file's bytes (ComfyUI's /view contract): from the output directory if there."""
         if self._output_dir is not None:
             file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
-            data = await asyncio.to_thread(self._read_local, file)
+            data = self._read_cached(file)
+            if data is None:
+                self._count("thread")
+                data = await asyncio.to_thread(self._read_local, file)
             if data is not None:
                 return data
         return await self._client.view(filename, subfolder, file_type)
@@ -77,9 +103,30 @@ class OutputFiles:
         not there to read, view() asks ComfyUI); the future's None: not found after all."""
         if self._output_dir is None or file.type != "output":
             return None
-        return asyncio.get_running_loop().run_in_executor(None, self._read_local, file)
+        loop = asyncio.get_running_loop()
+        data = self._read_cached(file)
+        if data is None:
+            self._count("thread")
+            return loop.run_in_executor(None, self._read_local, file)
+        done: asyncio.Future[bytes | None] = loop.create_future()
+        done.set_result(data)
+        return done
+
+    def _read_cached(self, file: OutputFile) -> bytes | None:
+        if self.cached is None or file.type != "output":
+            return None
+        data = self.cached.read(os.path.join(file.subfolder, file.filename))
+        if data is not None:
+            self._count("cache")
+        return data
+
+    def _count(self, way: str) -> None:
+        if self._on_read is not None:
+            self._on_read(way)
 
     def _read_local(self, file: OutputFile) -> bytes | None:
+        if self.cached is not None:
+            self.cached.prepare()  # once: a thread is where it may block
         path = self.in_output_dir(file)
         if path is None:
             return None
