@@ -288,6 +288,7 @@ def _services_context(
             await events.stop()
             await backend.stop(grace=10.0)
             await fetcher.close()
+            await client.close()
             await session.close()
             await store.close()
 

@@ -11,6 +11,8 @@ import aiofiles
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
+from comfyui.kept_alive import ConnectFailed, KeptAlivePoster
+
 
 class ComfyUIError(Exception):
     """ComfyUI could not be reached or answered something unusable."""
@@ -64,6 +66,16 @@ class ComfyUIClient:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # POST /prompt is on a sync run's critical path: sent without aiohttp's client
+        # where it can be (comfyui.kept_alive).
+        self._poster = (
+            KeptAlivePoster(self.base_url) if KeptAlivePoster.usable_for(self.base_url) else None
+        )
+
+    async def close(self) -> None:
+        """Close the connections kept for POST /prompt (the session is the caller's)."""
+        if self._poster is not None:
+            await self._poster.close()
 
     async def submit(
         self,
@@ -77,7 +89,10 @@ class ComfyUIClient:
         body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = dict(extra_data)
-        status, payload = await self._request_json("POST", "/prompt", json_body=body)
+        if self._poster is not None:
+            status, payload = await self._post_kept_alive("/prompt", body)
+        else:
+            status, payload = await self._request_json("POST", "/prompt", json_body=body)
         if status == 200 and isinstance(payload, dict):
             return PromptAccepted.model_validate(payload)
         if 400 <= status < 500:
@@ -178,6 +193,18 @@ class ComfyUIClient:
             raise ComfyUIUnavailable(f"GET /queue answered HTTP {status}")
         return payload
 
+    async def _post_kept_alive(self, path: str, body: Any) -> tuple[int, Any]:
+        assert self._poster is not None
+        try:
+            status, data = await self._poster.post(
+                path, json.dumps(body).encode(), timeout=self._timeout.total
+            )
+        except ConnectFailed as exc:
+            raise NotConnected(f"POST {path} failed: {exc!r}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ComfyUIUnavailable(f"POST {path} failed: {exc!r}") from exc
+        return status, _decoded(data)
+
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
@@ -193,13 +220,17 @@ class ComfyUIClient:
             async with self._session.request(
                 method, self._url(path), json=json_body, data=data, timeout=self._timeout
             ) as response:
-                text = await response.text(errors="replace")
-                try:
-                    payload: Any = json.loads(text) if text else None
-                except ValueError:
-                    payload = text
-                return response.status, payload
+                return response.status, _decoded(await response.read())
         except aiohttp.ClientConnectorError as exc:
             raise NotConnected(f"{method} {path} failed: {exc!r}") from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ComfyUIUnavailable(f"{method} {path} failed: {exc!r}") from exc
+
+
+def _decoded(data: bytes) -> Any:
+    """An answer's JSON; its text when it is not JSON; None when empty."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
