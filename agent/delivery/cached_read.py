@@ -77,19 +77,22 @@ class CachedReader:
         Does nothing once done; a directory that is not there yet is checked again on the
         next call (ComfyUI makes its output directory when it starts).
         """
+        if self._checked or self._libc is None:
+            return
+        try:
+            kind = _filesystem_type(self._libc, self._directory)
+            dir_fd = os.open(self._directory, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        # The lock is held for the assignments only, never across I/O: close() takes it on
+        # the event loop.
         with self._lock:
-            if self._checked or self._libc is None:
-                return
-            try:
-                kind = _filesystem_type(self._libc, self._directory)
-                dir_fd = os.open(self._directory, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                return
-            self._checked = True
-            if kind in LOCAL_FILESYSTEMS:
+            taken = not self._checked and kind in LOCAL_FILESYSTEMS
+            if taken:
                 self._dir_fd = dir_fd
-            else:
-                os.close(dir_fd)
+            self._checked = True
+        if not taken:  # not local, closed meanwhile, or prepared by another thread
+            os.close(dir_fd)
 
     def close(self) -> None:
         """Stop reading this way and close the directory."""

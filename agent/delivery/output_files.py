@@ -88,7 +88,7 @@ class OutputFiles:
 
     async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
         """The file's bytes (ComfyUI's /view contract): from the output directory if there."""
-        if self._output_dir is not None:
+        if self._output_dir is not None and file_type == "output":
             file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
             data = self._read_cached(file)
             if data is None:
@@ -113,7 +113,7 @@ class OutputFiles:
         return done
 
     def _read_cached(self, file: OutputFile) -> bytes | None:
-        if self.cached is None or file.type != "output":
+        if self.cached is None:
             return None
         data = self.cached.read(os.path.join(file.subfolder, file.filename))
         if data is not None:
