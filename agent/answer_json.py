@@ -28,7 +28,7 @@ class Base64Text:
     data: bytes
 
     @classmethod
-    def encode(cls, data: bytes) -> Base64Text:
+    def encode(cls, data: bytes | bytearray) -> Base64Text:
         """The base64 of data."""
         return cls(pybase64.b64encode(data))
 

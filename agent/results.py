@@ -14,7 +14,7 @@ from store.records import OutputFile, TaskRecord
 class ReadsAhead(Protocol):
     """A FileSource that can start reading a file at once (on a thread), not on its turn."""
 
-    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | None] | None:
+    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | bytearray | None] | None:
         """The file's bytes being read already; None when it must be viewed instead."""
         ...
 
@@ -22,7 +22,9 @@ class ReadsAhead(Protocol):
 class FileSource(Protocol):
     """Hands out output files by ComfyUI's (filename, subfolder, type): /view or the disk."""
 
-    async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+    async def view(
+        self, filename: str, subfolder: str = "", file_type: str = "output"
+    ) -> bytes | bytearray:
         """The file's bytes."""
         ...
 
@@ -80,7 +82,7 @@ class EncodedFiles:
         filename: str,
         subfolder: str,
         file_type: str,
-        early: asyncio.Future[bytes | None] | None,
+        early: asyncio.Future[bytes | bytearray | None] | None,
     ) -> Base64Text:
         data = await early if early is not None else None
         if data is None:

@@ -102,8 +102,12 @@ class CachedReader:
         if dir_fd is not None:
             os.close(dir_fd)
 
-    def read(self, relative: str) -> bytes | None:
-        """The bytes of directory/relative if they can be had without blocking, else None."""
+    def read(self, relative: str) -> bytearray | None:
+        """The bytes of directory/relative if they can be had without blocking, else None.
+
+        A bytearray, the buffer the kernel copied the file into: making bytes of it would
+        copy it again, at the cost of a read of the whole file on a thread.
+        """
         dir_fd, libc = self._dir_fd, self._libc
         if dir_fd is None or libc is None or not relative or "\0" in relative:
             return None
@@ -125,7 +129,7 @@ class CachedReader:
             os.close(fd)
 
 
-def _read_cached(fd: int, max_bytes: int) -> bytes | None:
+def _read_cached(fd: int, max_bytes: int) -> bytearray | None:
     """The whole regular file behind fd from the page cache, or None."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
@@ -146,8 +150,8 @@ def _read_cached(fd: int, max_bytes: int) -> bytes | None:
         view.release()
     if done != size:
         return None
-    del buffer[size:]
-    return bytes(buffer)
+    del buffer[size:]  # one byte less: no copy
+    return buffer
 
 
 def _filesystem_type(libc: ctypes.CDLL, path: str) -> int:

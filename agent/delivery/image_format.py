@@ -67,7 +67,7 @@ class ImageFormat:
         """Whether file_name looks like a still image this format may replace."""
         return PurePosixPath(file_name).suffix.lower() in _IMAGE_SUFFIXES
 
-    def convert_bytes(self, data: bytes) -> bytes | None:
+    def convert_bytes(self, data: bytes | bytearray) -> bytes | None:
         """The image in data, converted; None when data is not a single-frame image."""
         out = io.BytesIO()
         if not self._convert(io.BytesIO(data), out):

@@ -86,11 +86,13 @@ class OutputFiles:
             return None
         return candidate
 
-    async def view(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+    async def view(
+        self, filename: str, subfolder: str = "", file_type: str = "output"
+    ) -> bytes | bytearray:
         """The file's bytes (ComfyUI's /view contract): from the output directory if there."""
         if self._output_dir is not None and file_type == "output":
             file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
-            data = self._read_cached(file)
+            data: bytes | bytearray | None = self._read_cached(file)
             if data is None:
                 self._count("thread")
                 data = await asyncio.to_thread(self._read_local, file)
@@ -98,7 +100,7 @@ class OutputFiles:
                 return data
         return await self._client.view(filename, subfolder, file_type)
 
-    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | None] | None:
+    def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | bytearray | None] | None:
         """Start reading the file from the output directory on a thread now (None: it is
         not there to read, view() asks ComfyUI); the future's None: not found after all."""
         if self._output_dir is None or file.type != "output":
@@ -108,11 +110,11 @@ class OutputFiles:
         if data is None:
             self._count("thread")
             return loop.run_in_executor(None, self._read_local, file)
-        done: asyncio.Future[bytes | None] = loop.create_future()
+        done: asyncio.Future[bytes | bytearray | None] = loop.create_future()
         done.set_result(data)
         return done
 
-    def _read_cached(self, file: OutputFile) -> bytes | None:
+    def _read_cached(self, file: OutputFile) -> bytearray | None:
         if self.cached is None:
             return None
         data = self.cached.read(os.path.join(file.subfolder, file.filename))
