@@ -90,19 +90,17 @@ class OutputFiles:
         self, filename: str, subfolder: str = "", file_type: str = "output"
     ) -> bytes | bytearray:
         """The file's bytes (ComfyUI's /view contract): from the output directory if there."""
-        if self._output_dir is not None and file_type == "output":
-            file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
-            data: bytes | bytearray | None = self._read_cached(file)
-            if data is None:
-                self._count("thread")
-                data = await asyncio.to_thread(self._read_local, file)
-            if data is not None:
-                return data
+        file = OutputFile(filename=filename, subfolder=subfolder, type=file_type)
+        reading = self.read_soon(file)
+        data = await reading if reading is not None else None
+        if data is not None:
+            return data
         return await self._client.view(filename, subfolder, file_type)
 
     def read_soon(self, file: OutputFile) -> asyncio.Future[bytes | bytearray | None] | None:
-        """Start reading the file from the output directory on a thread now (None: it is
-        not there to read, view() asks ComfyUI); the future's None: not found after all."""
+        """Start reading the file from the output directory now: on the loop when cached,
+        else on a thread (None: it is not there to read, view() asks ComfyUI); the future's
+        None: not found after all."""
         if self._output_dir is None or file.type != "output":
             return None
         loop = asyncio.get_running_loop()
